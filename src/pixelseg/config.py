@@ -1,0 +1,314 @@
+"""Experiment configuration: pydantic models that mirror the YAML file one to one.
+
+One YAML file describes one experiment. It validates into :class:`ExperimentConfig`; an
+unknown key is an error that names the key and the closest valid one, and ``key.sub=value``
+overrides from the command line are applied to the raw mapping before validation, so they
+are checked exactly like the file. Plain functions elsewhere build objects from these models
+(``build_model(cfg.model)``); nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pixelseg.errors import ConfigError, closest_match
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "LossConfig",
+    "LossTerm",
+    "ModelConfig",
+    "OptimizerConfig",
+    "PredictConfig",
+    "SchedulerConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are re-validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Section):
+    """The embedded synthetic-shapes dataset (no files, no downloads)."""
+
+    num_train: int = Field(800, ge=1)
+    num_val: int = Field(100, ge=1)
+    size: int = Field(96, ge=16)
+    min_shapes: int = Field(1, ge=0)
+    max_shapes: int = Field(4, ge=1)
+
+
+class DataConfig(_Section):
+    """Where images and masks come from and how they are augmented and batched."""
+
+    dataset: Literal["synthetic", "folder", "camvid", "voc", "membrane"] = "synthetic"
+    root: str | None = None
+    images: str | None = None
+    masks: str | None = None
+    val_images: str | None = None
+    val_masks: str | None = None
+    classes: list[str] | None = None
+    colors: list[tuple[int, int, int]] | None = None
+    ignore_index: int | None = None
+    mask_format: Literal["index", "palette", "rgb"] = "index"
+    value_map: dict[int, int] | None = None
+    in_channels: int = Field(3, ge=1)
+    train_split: str | None = None
+    val_split: str | None = None
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = 0
+    strict: bool = False
+    synthetic: SyntheticConfig = SyntheticConfig()
+    batch_size: int = Field(8, ge=1)
+    val_batch_size: int | None = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)
+    normalize: Literal["imagenet", "none", "custom"] = "imagenet"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    augment: list[dict[str, Any]] = Field(default_factory=list)
+    val_transforms: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> DataConfig:
+        if self.dataset == "folder" and not (self.images and self.masks):
+            raise ValueError("data.dataset 'folder' needs data.images and data.masks directories")
+        if self.dataset in ("camvid", "voc", "membrane") and not self.root:
+            raise ValueError(f"data.dataset {self.dataset!r} needs data.root")
+        if self.dataset == "folder" and not self.classes:
+            raise ValueError("data.dataset 'folder' needs data.classes (a list of class names)")
+        if self.normalize == "custom" and (self.mean is None or self.std is None):
+            raise ValueError("data.normalize 'custom' needs data.mean and data.std")
+        return self
+
+
+class ModelConfig(_Section):
+    """Arguments of :func:`pixelseg.models.create` (num_classes comes from the data)."""
+
+    name: str = "unet"
+    encoder: str | None = None
+    encoder_weights: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossTerm(_Section):
+    """One term of the weighted loss sum: ``(name, weight, options)``."""
+
+    name: str = "ce"
+    weight: float = Field(1.0, ge=0.0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Section):
+    """Loss terms plus optional class weights computed from the training label counts."""
+
+    terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm()])
+    class_weights: Literal["inverse", "sqrt_inverse", "enet", "median_frequency"] | None = None
+    deep_supervision_weights: list[float] | None = None
+
+
+class OptimizerConfig(_Section):
+    name: Literal["adamw", "sgd", "adam"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SchedulerConfig(_Section):
+    name: Literal["none", "poly", "cosine", "step", "plateau"] = "poly"
+    warmup_iters: int = Field(0, ge=0)
+    warmup_factor: float = Field(0.001, gt=0.0, le=1.0)
+    power: float = Field(0.9, gt=0.0)
+    min_lr: float = Field(0.0, ge=0.0)
+    step_size: int = Field(30, ge=1)
+    gamma: float = Field(0.1, gt=0.0)
+    patience: int = Field(5, ge=0)
+
+
+class TrainConfig(_Section):
+    """The training loop: length, optimisation, precision, validation and stopping."""
+
+    epochs: int | None = Field(20, ge=1)
+    iterations: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0.0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    grad_clip: float | None = Field(None, gt=0.0)
+    accumulate: int = Field(1, ge=1)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1)
+    val_every: int = Field(1, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    best_metric: str = "miou"
+    best_mode: Literal["max", "min"] = "max"
+    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_min_delta: float = Field(0.0, ge=0.0)
+    deterministic: bool = True
+    progress: bool = True
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _check_length(self) -> TrainConfig:
+        if self.epochs is None and self.iterations is None:
+            raise ValueError("train needs train.epochs or train.iterations")
+        return self
+
+
+class EvalConfig(_Section):
+    gallery_size: int = Field(8, ge=0)
+    per_image: bool = True
+    window: tuple[int, int] | None = None
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    tta: bool = False
+
+
+class PredictConfig(_Section):
+    window: tuple[int, int] | None = None
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    tta: bool = False
+    overlay_alpha: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class ExperimentConfig(_Section):
+    """One experiment: the root of the YAML file."""
+
+    name: str = "experiment"
+    output_dir: str = "runs/experiment"
+    seed: int = 0
+    task: Literal["semantic"] = "semantic"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    predict: PredictConfig = PredictConfig()
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section that ``loc`` (a pydantic error location) points into."""
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        dotted = ".".join(str(part) for part in loc) or "<root>"
+        if item["type"] == "extra_forbidden":
+            valid = _valid_keys(loc)
+            hint = closest_match(str(loc[-1]), valid)
+            did_you_mean = f"; did you mean {hint!r}?" if hint else ""
+            lines.append(
+                f"unknown key {dotted!r}{did_you_mean} (valid keys here: {', '.join(valid)})"
+            )
+        else:
+            lines.append(f"{dotted}: {item['msg']} (got {item.get('input')!r})")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def parse_config(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+    """Validate a raw mapping into an :class:`ExperimentConfig` with readable errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {source} must be a mapping at the top level, got {type(raw)}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {dotted!r}: {where!r} is not a valid list index")
+            node = node[int(part)]
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"override {dotted!r}: {where!r} holds a value, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override {dotted!r}: {last!r} is not a valid list index")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``key.sub=value`` overrides applied (values parsed as YAML)."""
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({error})") from None
+        _set_dotted(result, key, value)
+    return result
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment file, apply ``key.sub=value`` overrides, and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    raw = apply_overrides(raw, overrides or [])
+    return parse_config(raw, source=repr(str(path)))
+
+
+def dump_config(config: ExperimentConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (every default spelled out) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = config.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

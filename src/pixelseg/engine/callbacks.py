@@ -1,0 +1,146 @@
+"""Trainer hooks: a progress bar, a CSV log and TensorBoard events.
+
+A callback is any object with some of ``on_train_start``, ``on_step``, ``on_validation``,
+``on_epoch_end`` and ``on_train_end``; the trainer calls the ones it has. Tests use the
+same hooks to stop a run at a chosen moment.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CSVLogger", "Callback", "ProgressBar", "TensorBoardLogger"]
+
+
+class Callback:
+    """No-op base; override what you need."""
+
+    def on_train_start(self, trainer: Any) -> None: ...
+    def on_step(self, trainer: Any, logs: dict[str, float]) -> None: ...
+    def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer: Any) -> None: ...
+    def on_train_end(self, trainer: Any) -> None: ...
+
+
+class ProgressBar(Callback):
+    """tqdm bar per epoch with loss, learning rate and images per second (to stderr)."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def on_step(self, trainer: Any, logs: dict[str, float]) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(
+                total=trainer.steps_per_epoch,
+                initial=trainer.state.batch_in_epoch,
+                desc=f"epoch {trainer.state.epoch + 1}",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+            )
+        self._bar.set_postfix(
+            loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['images_per_s']:.1f}"
+        )
+        self._bar.update(1)
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        summary = ", ".join(
+            f"{key} {value:.4f}"
+            for key, value in metrics.items()
+            if isinstance(value, float) and not math.isnan(value)
+        )
+        tqdm.write(f"epoch {trainer.state.epoch + 1}: {summary}", file=sys.stderr)
+
+    on_train_end = on_epoch_end
+
+
+class CSVLogger(Callback):
+    """Appends one row per epoch to ``log.csv``: epoch, iteration, mean loss, lr, metrics.
+
+    Appending (not rewriting) keeps the history of a resumed run in one file; rows for epochs
+    a resumed run repeats are not duplicated because the run restarts after the last
+    checkpointed epoch.
+    """
+
+    columns = (
+        "epoch",
+        "iteration",
+        "train_loss",
+        "lr",
+        "images_per_s",
+        "miou",
+        "pixel_accuracy",
+        "mdice",
+        "val_loss",
+        "seconds",
+    )
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._pending: dict[str, Any] = {}
+
+    def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        self._pending.update({k: metrics.get(k) for k in ("miou", "pixel_accuracy", "mdice")})
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        row = {
+            "epoch": trainer.state.epoch + 1,
+            "iteration": trainer.state.iteration,
+            "train_loss": trainer.epoch_loss,
+            "lr": trainer.current_lr,
+            "images_per_s": trainer.epoch_images_per_s,
+            "seconds": round(trainer.elapsed, 2),
+            **self._pending,
+        }
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        self._pending = {}
+
+
+class TensorBoardLogger(Callback):
+    """Scalars for TensorBoard: step loss and LR, and validation metrics per epoch."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._writer = None
+
+    def _get(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        return self._writer
+
+    def on_step(self, trainer: Any, logs: dict[str, float]) -> None:
+        writer = self._get()
+        writer.add_scalar("train/loss", logs["loss"], trainer.state.iteration)
+        writer.add_scalar("train/lr", logs["lr"], trainer.state.iteration)
+
+    def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        writer = self._get()
+        for key, value in metrics.items():
+            if isinstance(value, float) and not math.isnan(value):
+                writer.add_scalar(f"val/{key}", value, trainer.state.iteration)
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,67 @@
+"""Device, precision and memory-format choices, resolved once per run.
+
+``auto`` means: CUDA when present with bf16 autocast (fp16 plus a gradient scaler where
+bf16 is unsupported) and channels-last tensors; plain fp32 on CPU. Every path can be forced
+on CPU too (``train.amp=bf16``), which is how the tests exercise it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from pixelseg.config import TrainConfig
+from pixelseg.errors import ConfigError
+
+__all__ = ["Runtime", "autocast_context", "make_grad_scaler", "resolve_device", "resolve_runtime"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: no autocast
+    memory_format: torch.memory_format
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda if available else cpu; otherwise the named device, checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device {name!r} is not a device (use auto, cpu, cuda, cuda:0)"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device {name!r} asked for CUDA but no CUDA device is available")
+    return device
+
+
+def resolve_runtime(config: TrainConfig) -> Runtime:
+    device = resolve_device(config.device)
+    cuda = device.type == "cuda"
+    if config.amp == "auto":
+        amp = (
+            (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+        )
+    else:
+        amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+    channels_last = config.channels_last == "on" or (config.channels_last == "auto" and cuda)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return Runtime(device=device, amp_dtype=amp, memory_format=memory_format)
+
+
+def autocast_context(runtime: Runtime):
+    """Autocast for the runtime's device and dtype, or a no-op context."""
+    if runtime.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=runtime.device.type, dtype=runtime.amp_dtype)
+
+
+def make_grad_scaler(runtime: Runtime) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled only for fp16 (bf16 has fp32's range and needs none)."""
+    enabled = runtime.amp_dtype == torch.float16
+    return torch.amp.GradScaler(runtime.device.type, enabled=enabled)

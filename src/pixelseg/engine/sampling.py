@@ -1,0 +1,97 @@
+"""Deterministic, resumable batching.
+
+Training order and augmentation depend only on ``(seed, epoch, position)``, never on a
+global generator, the number of workers or how often the run was resumed. The sampler
+draws each epoch's permutation from its own generator seeded by ``seed + epoch`` and can
+start part-way through an epoch; the dataset wrapper reseeds the sample's augmentation
+from ``(seed, epoch, index)`` before each draw.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+__all__ = ["EpochSampler", "SeededDataset", "sample_seed", "seed_everything", "seed_worker"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed unique to one draw of one sample."""
+    mixed = np.random.SeedSequence([seed % 2**32, epoch, index]).generate_state(1)[0]
+    return int(mixed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from torch's per-worker seed."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, epoch)`` pairs of one epoch, optionally skipping the first ones.
+
+    ``shuffle`` draws the permutation from ``torch.Generator().manual_seed(seed + epoch)``.
+    """
+
+    def __init__(
+        self, length: int, *, seed: int, epoch: int, shuffle: bool = True, start: int = 0
+    ) -> None:
+        self.length, self.seed, self.epoch = length, seed, epoch
+        self.shuffle, self.start = shuffle, start
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.length))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.length, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.order()[self.start :]:
+            yield index, self.epoch
+
+    def __len__(self) -> int:
+        return max(self.length - self.start, 0)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so each ``(index, epoch)`` draw gets its own augmentation seed.
+
+    The wrapped dataset's ``transform`` is reseeded when it offers ``set_random_seed`` (as
+    albumentations' ``Compose`` does); global NumPy/Python generators are reseeded too for
+    transforms that draw from them.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Any:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        seed = sample_seed(self.seed, epoch, index)
+        transform = getattr(self.dataset, "transform", None)
+        if transform is not None and hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(seed)
+        state = (random.getstate(), np.random.get_state())
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            # Leave the main process's global generators untouched (exact resume needs them).
+            random.setstate(state[0])
+            np.random.set_state(state[1])

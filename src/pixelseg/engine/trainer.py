@@ -1,0 +1,348 @@
+"""The training loop, shared by every task.
+
+The loop knows nothing of segmentation: a :class:`~pixelseg.tasks.base.Task` turns a batch
+and the model's output into a loss and metric updates. The trainer owns optimisation
+(accumulation, clipping, AMP, schedules), validation, best-checkpoint selection, early
+stopping and exact resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from pixelseg.config import ExperimentConfig
+from pixelseg.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from pixelseg.engine.device import autocast_context, make_grad_scaler, resolve_runtime
+from pixelseg.engine.sampling import EpochSampler, SeededDataset, seed_worker
+from pixelseg.engine.schedules import build_optimizer, build_scheduler
+from pixelseg.errors import CheckpointError, TrainingDivergedError
+
+__all__ = ["TrainState", "Trainer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Counters that, with the RNG states, decide where a resumed run continues."""
+
+    epoch: int = 0  # epochs completed
+    iteration: int = 0  # optimiser steps taken
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_validations: int = 0
+    finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` for the task, validating on ``val_set``.
+
+    ``checkpoint_meta`` is stored in every checkpoint next to the states: the model spec
+    (``create()`` arguments), class names, colours, normalisation and input size, so that
+    prediction needs nothing but the checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Any,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        config: ExperimentConfig,
+        run_dir: str | Path,
+        checkpoint_meta: dict[str, Any],
+        callbacks: list[Any] | None = None,
+    ) -> None:
+        self.config, self.task = config, task
+        self.train_cfg = config.train
+        self.run_dir = Path(run_dir)
+        self.checkpoint_meta = checkpoint_meta
+        self.callbacks = list(callbacks or [])
+        self.runtime = resolve_runtime(self.train_cfg)
+        self.model = model.to(self.runtime.device, memory_format=self.runtime.memory_format)
+        self.train_set = SeededDataset(train_set, config.seed)
+        self.val_set = val_set
+        self.steps_per_epoch = math.ceil(len(train_set) / config.data.batch_size)  # type: ignore[arg-type]
+        if self.steps_per_epoch == 0:
+            raise ValueError("the training set is empty")
+        self.total_steps = self._total_optimizer_steps()
+        self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg)
+        self.scheduler, self.plateau = build_scheduler(
+            self.optimizer,
+            self.train_cfg,
+            self.total_steps,
+            max(self.steps_per_epoch // self.train_cfg.accumulate, 1),
+        )
+        self.scaler = make_grad_scaler(self.runtime)
+        self.state = TrainState()
+        self.epoch_loss = float("nan")
+        self.epoch_images_per_s = float("nan")
+        self.elapsed = 0.0
+        self.stop_reason = ""
+
+    # ----------------------------------------------------------------- bookkeeping
+    def _total_optimizer_steps(self) -> int:
+        cfg = self.train_cfg
+        if cfg.iterations is not None:
+            return cfg.iterations
+        return cfg.epochs * max(self.steps_per_epoch // cfg.accumulate, 1)  # type: ignore[operator]
+
+    @property
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None:
+                method(self, *args)
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        data = self.config.data
+        sampler = EpochSampler(
+            len(self.train_set),
+            seed=self.config.seed,
+            epoch=epoch,
+            start=start_batch * data.batch_size,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_size=data.batch_size,
+            sampler=sampler,
+            num_workers=data.num_workers,
+            collate_fn=self.task.collate,
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(self.config.seed + epoch),
+            pin_memory=self.runtime.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            **self.checkpoint_meta,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "state": asdict(self.state),
+            "rng": capture_rng_state(),
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    def save(self, name: str = "last.pt") -> Path:
+        return save_checkpoint(self._payload(), self.run_dir / name)
+
+    def resume(self, path: str | Path) -> None:
+        """Load every state from a checkpoint written by this trainer."""
+        payload = load_checkpoint(path, map_location=self.runtime.device)
+        if payload.get("state") is None or payload.get("optimizer") is None:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds no training state to resume")
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError) as error:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not match this model/config: {error}"
+            ) from None
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if self.plateau is not None and payload.get("plateau"):
+            self.plateau.load_state_dict(payload["plateau"])
+        if self.scaler.is_enabled() and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.state = TrainState(**payload["state"])
+        restore_rng_state(payload["rng"])
+        log.info(
+            "resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.iteration
+        )
+
+    # ----------------------------------------------------------------- training
+    def _should_stop(self, started: float) -> bool:
+        cfg = self.train_cfg
+        if cfg.iterations is not None and self.state.iteration >= cfg.iterations:
+            self.stop_reason = f"reached {cfg.iterations} iterations"
+            return True
+        if cfg.max_minutes is not None and time.perf_counter() - started > cfg.max_minutes * 60:
+            self.stop_reason = f"reached the {cfg.max_minutes} minute budget"
+            return True
+        return False
+
+    def _step_schedules(self) -> None:
+        warmup = self.train_cfg.scheduler.warmup_iters
+        # The plateau schedule owns the LR after warm-up; LambdaLR would otherwise reset it.
+        if self.plateau is None or self.state.iteration <= warmup:
+            self.scheduler.step()
+
+    def _train_batch(self, batch: dict[str, Any], micro: int) -> tuple[float, bool]:
+        device = self.runtime.device
+        batch = _to_device(batch, device, self.runtime.memory_format)
+        with autocast_context(self.runtime):
+            output = self.model(self.task.inputs(batch))
+            loss = self.task.loss(output, batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"loss became {value} at epoch {self.state.epoch + 1}, iteration "
+                f"{self.state.iteration + 1} (batch {self.state.batch_in_epoch + 1}); the last "
+                f"good checkpoint is kept in {self.run_dir}"
+            )
+        self.scaler.scale(loss / self.train_cfg.accumulate).backward()
+        stepped = (micro + 1) % self.train_cfg.accumulate == 0
+        if stepped:
+            if self.train_cfg.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.iteration += 1
+            self._step_schedules()
+        return value, stepped
+
+    def _run_epoch(self, started: float) -> bool:
+        """Train one epoch (or its remainder). Returns True if the run must stop."""
+        self.model.train()
+        loader = self._loader(self.state.epoch, self.state.batch_in_epoch)
+        losses, images, tick = [], 0, time.perf_counter()
+        every = self.train_cfg.checkpoint_every
+        for micro, batch in enumerate(loader):
+            value, stepped = self._train_batch(batch, micro)
+            self.state.batch_in_epoch += 1
+            losses.append(value)
+            images += int(self.task.inputs(batch).shape[0])
+            rate = images / max(time.perf_counter() - tick, 1e-9)
+            self._call("on_step", {"loss": value, "lr": self.current_lr, "images_per_s": rate})
+            if stepped and every and self.state.iteration % every == 0:
+                self.save("last.pt")
+            if stepped and self._should_stop(started):
+                break
+        self.epoch_loss = sum(losses) / max(len(losses), 1)
+        self.epoch_images_per_s = images / max(time.perf_counter() - tick, 1e-9)
+        finished_epoch = self.state.batch_in_epoch >= self.steps_per_epoch
+        if finished_epoch:
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+        return not finished_epoch or self._should_stop(started)
+
+    def _validate_and_track(self) -> bool:
+        """Validate, update best checkpoint and early stopping. Returns True to stop early."""
+        if self.val_set is None:
+            return False
+        metrics = self.validate()
+        name = self.train_cfg.best_metric
+        if name not in metrics or not isinstance(metrics[name], float):
+            raise ValueError(
+                f"train.best_metric {name!r} is not a validation metric; choose one of "
+                f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}"
+            )
+        value = metrics[name]
+        self.state.history.append({"epoch": self.state.epoch, **_scalars(metrics)})
+        if (
+            self.plateau is not None
+            and self.state.iteration > self.train_cfg.scheduler.warmup_iters
+        ):
+            self.plateau.step(value)
+        sign = 1.0 if self.train_cfg.best_mode == "max" else -1.0
+        delta = self.train_cfg.early_stopping_min_delta
+        improved = self.state.best_value is None or (
+            not math.isnan(value) and sign * (value - self.state.best_value) > delta
+        )
+        if improved:
+            self.state.best_value, self.state.best_epoch = value, self.state.epoch
+            self.state.bad_validations = 0
+        else:
+            self.state.bad_validations += 1
+        self._call("on_validation", metrics)
+        if improved:
+            self.save("best.pt")
+        patience = self.train_cfg.early_stopping_patience
+        if patience is not None and self.state.bad_validations >= patience:
+            self.stop_reason = f"early stopping: {name} did not improve for {patience} validations"
+            return True
+        return False
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, Any]:
+        """Streaming metrics over the validation set (mean loss included as ``val_loss``)."""
+        self.model.eval()
+        loader = DataLoader(
+            self.val_set,  # type: ignore[arg-type]
+            batch_size=self.config.data.val_batch_size or self.config.data.batch_size,
+            shuffle=False,
+            num_workers=self.config.data.num_workers,
+            collate_fn=self.task.collate,
+        )
+        metrics, losses = self.task.new_metrics(), []
+        for batch in loader:
+            batch = _to_device(batch, self.runtime.device, self.runtime.memory_format)
+            with autocast_context(self.runtime):
+                output = self.model(self.task.inputs(batch))
+                losses.append(float(self.task.loss(output, batch)))
+            self.task.update_metrics(metrics, output, batch)
+        result = self.task.compute_metrics(metrics)
+        result["val_loss"] = sum(losses) / max(len(losses), 1)
+        self.model.train()
+        return result
+
+    def fit(self, resume: str | Path | None = None) -> dict[str, Any]:
+        """Run training to the end (or resume it) and return the last validation metrics."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            self.resume(resume)
+        if self.state.finished:
+            log.info("run in %s already finished; nothing to do", self.run_dir)
+            return self.state.history[-1] if self.state.history else {}
+        self._call("on_train_start")
+        started = time.perf_counter() - self.elapsed
+        max_epochs = self.train_cfg.epochs if self.train_cfg.iterations is None else None
+        stop = False
+        while not stop and (max_epochs is None or self.state.epoch < max_epochs):
+            epoch_before = self.state.epoch
+            stop = self._run_epoch(started)
+            self.elapsed = time.perf_counter() - started
+            epoch_done = self.state.epoch > epoch_before
+            last = stop or (max_epochs is not None and self.state.epoch >= max_epochs)
+            # Validate on schedule, and always before the run ends (mid-epoch stops included).
+            scheduled = epoch_done and self.state.epoch % self.train_cfg.val_every == 0
+            if scheduled or last:
+                stop = self._validate_and_track() or stop
+            self._call("on_epoch_end")
+            self.state.finished = stop or (
+                max_epochs is not None and self.state.epoch >= max_epochs
+            )
+            self.save("last.pt")
+        self._call("on_train_end")
+        if self.stop_reason:
+            log.info("training stopped: %s", self.stop_reason)
+        return self.state.history[-1] if self.state.history else {}
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, float | int)}
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, memory_format) -> dict[str, Any]:
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if value.dim() == 4 and value.is_floating_point():
+                value = value.contiguous(memory_format=memory_format)
+        moved[key] = value
+    return moved

@@ -1,0 +1,116 @@
+"""Semantic segmentation as a task: one class label per pixel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from pixelseg.metrics import ConfusionMatrix
+
+__all__ = ["SemanticTask"]
+
+
+class SemanticTask:
+    """Batches of ``image [B, C, H, W]`` and ``mask [B, H, W]``; the model returns logits.
+
+    ``loss_fn`` takes ``(logits, mask)``. When a model supervises deeply it returns a list
+    of logits in training mode; the loss is then the weighted sum over that list, with
+    ``deep_supervision_weights`` (default: equal weights summing to 1).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        loss_fn: nn.Module,
+        *,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        deep_supervision_weights: Sequence[float] | None = None,
+    ) -> None:
+        self.num_classes = num_classes
+        self.loss_fn = loss_fn
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.ignore_index = ignore_index
+        self.deep_supervision_weights = (
+            list(deep_supervision_weights) if deep_supervision_weights else None
+        )
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return default_collate(samples)
+
+    def inputs(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["image"]
+
+    def loss(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
+        target = batch["mask"]
+        if isinstance(output, list | tuple):
+            weights = self.deep_supervision_weights or [1.0 / len(output)] * len(output)
+            if len(weights) != len(output):
+                raise ValueError(
+                    f"loss.deep_supervision_weights has {len(weights)} values but the model "
+                    f"returned {len(output)} outputs"
+                )
+            return sum(w * self.loss_fn(o, target) for w, o in zip(weights, output, strict=True))
+        return self.loss_fn(output, target)
+
+    def predict(self, output: Any) -> torch.Tensor:
+        logits = output[-1] if isinstance(output, list | tuple) else output
+        if logits.shape[1] == 1:
+            return (logits[:, 0] > 0).long()
+        return logits.argmax(dim=1)
+
+    def new_metrics(self) -> ConfusionMatrix:
+        # A binary (one-logit) model still has two classes in the confusion matrix.
+        return ConfusionMatrix(max(self.num_classes, 2), ignore_index=self.ignore_index)
+
+    def update_metrics(self, metrics: ConfusionMatrix, output: Any, batch: dict[str, Any]) -> None:
+        metrics.update(self.predict(output), batch["mask"])
+
+    def compute_metrics(self, metrics: ConfusionMatrix) -> dict[str, Any]:
+        return metrics.compute()
+
+    def per_image_scores(self, prediction: torch.Tensor, target: torch.Tensor) -> list[dict]:
+        """Per-image pixel accuracy, mean IoU and mean Dice over the classes present.
+
+        A class counts for an image when it appears in its ground truth or its prediction;
+        ignored pixels are left out. Returns one dict per image of the batch.
+        """
+        num_classes = max(self.num_classes, 2)
+        rows = []
+        for pred, true in zip(prediction.cpu(), target.cpu(), strict=True):
+            valid = (
+                torch.ones_like(true, dtype=torch.bool)
+                if self.ignore_index is None
+                else true != self.ignore_index
+            )
+            p, t = pred[valid].long(), true[valid].long()
+            matrix = torch.bincount(t * num_classes + p, minlength=num_classes**2)
+            matrix = matrix.reshape(num_classes, num_classes).double()
+            tp = matrix.diag()
+            gt, pr = matrix.sum(1), matrix.sum(0)
+            present = (gt + pr) > 0
+            iou = tp[present] / (gt + pr - tp)[present]
+            dice = 2 * tp[present] / (gt + pr)[present]
+            total = matrix.sum()
+            rows.append(
+                {
+                    "pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
+                    "iou": float(iou.mean()) if iou.numel() else float("nan"),
+                    "dice": float(dice.mean()) if dice.numel() else float("nan"),
+                }
+            )
+        return rows
+
+    def denormalize(self, image: torch.Tensor, mean: Sequence[float], std: Sequence[float]):
+        """``image [C, H, W]`` normalised -> ``H x W x 3`` uint8 for drawing."""
+        array = image.detach().cpu().float().numpy().transpose(1, 2, 0)
+        array = array * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
+        array = np.clip(array * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if array.shape[2] == 1:
+            array = np.repeat(array, 3, axis=2)
+        return array[:, :, :3]

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pixelseg.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from pixelseg.errors import CheckpointError
+
+
+def _payload():
+    return {"model": {"w": torch.arange(4.0)}, "model_spec": {"name": "unet"}}
+
+
+def test_round_trip_and_no_temp_files_left(tmp_path):
+    path = save_checkpoint(_payload(), tmp_path / "last.pt")
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["w"], torch.arange(4.0))
+    assert loaded["format_version"] == 1
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(_payload(), tmp_path / "last.pt")
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", explode)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {}, "model_spec": {}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.arange(4.0))
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_corrupt_and_foreign_files_name_the_path(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match=r"corrupt\.pt"):
+        load_checkpoint(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": 1}, foreign)
+    with pytest.raises(CheckpointError, match="not a pixelseg checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_rng_state_round_trip():
+    state = capture_rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pixelseg.config import SchedulerConfig, TrainConfig
+from pixelseg.engine.schedules import build_optimizer, build_scheduler, lr_factor
+
+
+def test_poly_and_cosine_values():
+    poly = SchedulerConfig(name="poly", power=0.9)
+    assert lr_factor(poly, 0, 100, 10) == 1.0
+    assert lr_factor(poly, 50, 100, 10) == pytest.approx(0.5**0.9)
+    assert lr_factor(poly, 100, 100, 10) == 0.0
+    cosine = SchedulerConfig(name="cosine")
+    assert lr_factor(cosine, 25, 100, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_warmup_is_linear_then_schedule():
+    config = SchedulerConfig(name="cosine", warmup_iters=10, warmup_factor=0.1)
+    assert lr_factor(config, 0, 110, 10) == pytest.approx(0.1)
+    assert lr_factor(config, 5, 110, 10) == pytest.approx(0.55)
+    assert lr_factor(config, 10, 110, 10) == pytest.approx(1.0)
+    assert lr_factor(config, 60, 110, 10) == pytest.approx(0.5)
+
+
+def test_step_schedule_counts_epochs():
+    config = SchedulerConfig(name="step", step_size=2, gamma=0.1)
+    assert lr_factor(config, 19, 100, 10) == 1.0
+    assert lr_factor(config, 20, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(config, 40, 100, 10) == pytest.approx(0.01)
+
+
+def test_scheduler_applies_factor_and_min_lr():
+    param = torch.nn.Parameter(torch.zeros(1))
+    config = TrainConfig(
+        optimizer={"name": "sgd", "lr": 0.1},
+        scheduler={"name": "poly", "power": 1.0, "min_lr": 0.01},
+    )
+    optimizer = build_optimizer([param], config)
+    scheduler, plateau = build_scheduler(optimizer, config, total_steps=10, steps_per_epoch=5)
+    assert plateau is None
+    lrs = []
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[4] == pytest.approx(0.05)
+    assert lrs[-1] == pytest.approx(0.01)
