@@ -1,0 +1,36 @@
+"""Inference: sliding windows, test-time augmentation, predictors, and writing masks."""
+
+from __future__ import annotations
+
+from pixelseg.inference.masks_io import (
+    IGNORE_COLOR,
+    colorize,
+    default_palette,
+    load_index_mask,
+    overlay,
+    save_index_mask,
+)
+from pixelseg.inference.predictor import as_predictor, extract_logits
+from pixelseg.inference.sliding_window import (
+    Predictor,
+    gaussian_importance_map,
+    sliding_window_predict,
+    window_starts,
+)
+from pixelseg.inference.tta import flip_tta
+
+__all__ = [
+    "IGNORE_COLOR",
+    "Predictor",
+    "as_predictor",
+    "colorize",
+    "default_palette",
+    "extract_logits",
+    "flip_tta",
+    "gaussian_importance_map",
+    "load_index_mask",
+    "overlay",
+    "save_index_mask",
+    "sliding_window_predict",
+    "window_starts",
+]

@@ -1,0 +1,33 @@
+"""Evaluation reports: charts, the worst-cases gallery, and metric tables (PNG, CSV, JSON)."""
+
+from __future__ import annotations
+
+from pixelseg.reports.charts import (
+    normalize_confusion,
+    plot_class_iou,
+    plot_confusion_matrix,
+    plot_score_distributions,
+)
+from pixelseg.reports.gallery import (
+    WorstK,
+    error_map,
+    select_worst_samples,
+    worst_cases_gallery,
+    worst_k_indices,
+)
+from pixelseg.reports.tables import to_jsonable, write_metrics_json, write_per_image_csv
+
+__all__ = [
+    "WorstK",
+    "error_map",
+    "normalize_confusion",
+    "plot_class_iou",
+    "plot_confusion_matrix",
+    "plot_score_distributions",
+    "select_worst_samples",
+    "to_jsonable",
+    "worst_cases_gallery",
+    "worst_k_indices",
+    "write_metrics_json",
+    "write_per_image_csv",
+]

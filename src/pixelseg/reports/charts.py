@@ -1,0 +1,239 @@
+"""Evaluation charts written as PNG files: per-class IoU, confusion matrix, score distributions.
+
+Uses matplotlib's object-oriented API (``Figure`` + ``FigureCanvasAgg``), never ``pyplot``: no
+global figure state, no display needed, safe in threads and on headless servers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pixelseg.errors import InvalidInputError, unknown_choice
+
+__all__ = [
+    "NORMALIZE_MODES",
+    "new_figure",
+    "normalize_confusion",
+    "plot_class_iou",
+    "plot_confusion_matrix",
+    "plot_score_distributions",
+    "save_figure",
+]
+
+NORMALIZE_MODES = ("true", "pred", "all", "none")
+ANNOTATE_MAX_CLASSES = 25
+"""Above this many classes the confusion-matrix cells are too small to hold numbers."""
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure (size in inches) bound to the Agg canvas, outside pyplot's global registry."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as PNG to ``path`` (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
+def _names(class_names: Sequence[str] | None, count: int) -> list[str]:
+    if class_names is None:
+        return [str(i) for i in range(count)]
+    names = [str(n) for n in class_names]
+    if len(names) != count:
+        raise InvalidInputError(f"got {len(names)} class names for {count} classes: {names!r}")
+    return names
+
+
+def plot_class_iou(
+    iou: Sequence[float],
+    class_names: Sequence[str] | None,
+    miou: float | None,
+    path: str | Path,
+    *,
+    title: str = "IoU per class",
+) -> Path:
+    """Horizontal bars of IoU per class in [0, 1] with a dashed line at mIoU; returns ``path``.
+
+    NaN classes (absent from ground truth and prediction) get no bar and an "n/a" label.
+    ``miou=None`` draws the NaN-ignoring mean of ``iou``.
+    """
+    values = np.asarray(iou, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise InvalidInputError("iou is empty: need one value per class")
+    names = _names(class_names, values.size)
+    finite = np.isfinite(values)
+    if miou is None:
+        miou = float(values[finite].mean()) if finite.any() else float("nan")
+    fig = new_figure(7.0, max(2.5, 0.32 * values.size + 1.2))
+    ax = fig.add_subplot()
+    rows = np.arange(values.size)
+    bars = ax.barh(rows, np.where(finite, values, 0.0), color="tab:blue", height=0.7)
+    for row, value, bar in zip(rows, values, bars, strict=True):
+        label = f"{value:.3f}" if np.isfinite(value) else "n/a"
+        color = "black" if np.isfinite(value) else "grey"
+        ax.text(bar.get_width() + 0.01, row, label, va="center", fontsize=8, color=color)
+    if math.isfinite(miou):
+        ax.axvline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(rows, names, fontsize=8)
+    ax.invert_yaxis()  # class 0 on top, as in a table
+    ax.set_xlim(0.0, 1.12)
+    ax.set_xlabel("IoU")
+    ax.set_title(title if math.isfinite(miou) else f"{title} (mIoU n/a)")
+    return save_figure(fig, path)
+
+
+def normalize_confusion(matrix: np.ndarray, normalize: str = "true") -> np.ndarray:
+    """Normalise a confusion matrix ``[C, C]`` (rows = ground truth, columns = prediction).
+
+    ``"true"``: each row sums to 1 (recall on the diagonal); ``"pred"``: each column sums to 1
+    (precision on the diagonal); ``"all"``: the whole matrix sums to 1; ``"none"``: counts.
+    Rows/columns with no pixels become NaN (nothing to normalise), as sklearn warns about.
+    """
+    if normalize not in NORMALIZE_MODES:
+        raise unknown_choice("confusion normalisation", str(normalize), NORMALIZE_MODES)
+    m = np.asarray(matrix, dtype=np.float64)
+    if normalize == "none":
+        return m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if normalize == "true":
+            sums = m.sum(axis=1, keepdims=True)
+        elif normalize == "pred":
+            sums = m.sum(axis=0, keepdims=True)
+        else:
+            sums = np.asarray(m.sum())
+        return np.where(sums > 0, m / np.where(sums > 0, sums, 1.0), np.nan)
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray | Sequence[Sequence[float]],
+    class_names: Sequence[str] | None,
+    path: str | Path,
+    normalize: str | None = "true",
+    *,
+    title: str = "Confusion matrix",
+) -> Path:
+    """Heat map of a confusion matrix ``[C, C]`` (rows = ground truth) with a colour bar.
+
+    Row-normalised by default (see :func:`normalize_confusion`); cells carry their value when
+    ``C <= 25``; empty rows show "n/a". Returns ``path``.
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
+        raise InvalidInputError(f"confusion matrix must be square [C, C], got {counts.shape}")
+    if (counts < 0).any() or not np.isfinite(counts).all():
+        raise InvalidInputError("confusion matrix must hold finite, non-negative counts")
+    mode = "none" if normalize is None else normalize
+    values = normalize_confusion(counts, mode)
+    size = counts.shape[0]
+    names = _names(class_names, size)
+    side = min(max(4.0, 0.45 * size + 2.5), 30.0)
+    fig = new_figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    vmax = 1.0 if mode != "none" else max(float(counts.max()), 1.0)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=0.0, vmax=vmax)
+    fig.colorbar(
+        image, ax=ax, fraction=0.046, pad=0.04, label="fraction" if mode != "none" else "pixels"
+    )
+    if size <= ANNOTATE_MAX_CLASSES:
+        fmt = "{:.0f}" if mode == "none" else "{:.2f}"
+        for (row, col), value in np.ndenumerate(values):  # at most 625 cells
+            text = fmt.format(value) if np.isfinite(value) else "n/a"
+            dark = np.isfinite(value) and value > 0.5 * vmax
+            ax.text(
+                col,
+                row,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+            )
+    if size <= 60:
+        ax.set_xticks(range(size), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(size), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title if mode == "none" else f"{title} (normalised over {mode})")
+    return save_figure(fig, path)
+
+
+def plot_score_distributions(
+    per_image: Mapping[str, Sequence[float]],
+    path: str | Path,
+    *,
+    bins: int = 20,
+    title: str = "Per-image scores",
+) -> Path:
+    """One PNG with three panels of per-image scores (e.g. ``{"dice": [...], "iou": [...]}``).
+
+    Left: histograms (shared bins); middle: empirical CDFs (fraction of images scoring <= x);
+    right: box plots. NaN scores are dropped and counted in the legend. Returns ``path``.
+    """
+    if not per_image:
+        raise InvalidInputError(
+            "per_image is empty: give at least one score list, e.g. {'dice': [...]}"
+        )
+    if bins < 1:
+        raise InvalidInputError(f"bins must be >= 1, got {bins}")
+    data: dict[str, np.ndarray] = {}
+    labels: dict[str, str] = {}
+    for name, scores in per_image.items():
+        arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+        kept = arr[np.isfinite(arr)]
+        data[name] = kept
+        dropped = arr.size - kept.size
+        labels[name] = f"{name} (n={kept.size}" + (f", {dropped} NaN)" if dropped else ")")
+    everything = np.concatenate(list(data.values()))
+    lo, hi = (float(everything.min()), float(everything.max())) if everything.size else (0.0, 1.0)
+    if lo >= 0.0 and hi <= 1.0:
+        lo, hi = 0.0, 1.0  # Dice/IoU/accuracy: show the whole scale
+    elif lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+
+    fig = new_figure(13.0, 4.0)
+    ax_hist, ax_cdf, ax_box = fig.subplots(1, 3)
+    for name, kept in data.items():
+        if kept.size == 0:
+            ax_cdf.plot([], [], label=labels[name])
+            continue
+        ax_hist.hist(kept, bins=edges, alpha=0.5, label=labels[name])
+        xs = np.sort(kept)
+        ys = np.arange(1, xs.size + 1) / xs.size
+        ax_cdf.step(
+            np.concatenate([[lo], xs, [hi]]),
+            np.concatenate([[0.0], ys, [1.0]]),
+            where="post",
+            label=labels[name],
+        )
+    ax_hist.set(title="histogram", xlabel="score", ylabel="images", xlim=(lo, hi))
+    ax_cdf.set(
+        title="cumulative distribution",
+        xlabel="score",
+        ylabel="fraction of images <= x",
+        xlim=(lo, hi),
+        ylim=(0.0, 1.02),
+    )
+    ax_cdf.legend(fontsize=8, loc="upper left")
+    if ax_hist.get_legend_handles_labels()[0]:
+        ax_hist.legend(fontsize=8, loc="upper left")
+    names = list(data)
+    nonempty = [i for i, n in enumerate(names) if data[n].size]
+    if nonempty:
+        ax_box.boxplot([data[names[i]] for i in nonempty], positions=[i + 1 for i in nonempty])
+    ax_box.set_xticks(range(1, len(names) + 1), names)
+    ax_box.set(title="box plot", ylabel="score", xlim=(0.5, len(names) + 0.5))
+    fig.suptitle(title)
+    return save_figure(fig, path)
