@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "InvalidInputError",
+    "NonFiniteError",
     "PixelsegError",
     "TrainingDivergedError",
     "closest_match",
@@ -28,6 +29,10 @@ class PixelsegError(Exception):
 
 class InvalidInputError(PixelsegError, ValueError):
     """A bad value: wrong shape, NaN, label out of range, unknown name."""
+
+
+class NonFiniteError(InvalidInputError):
+    """NaN or Inf where finite numbers are required (input images, logits)."""
 
 
 class ConfigError(InvalidInputError):
