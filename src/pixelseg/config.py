@@ -145,6 +145,7 @@ class TrainConfig(_Section):
 
     epochs: int | None = Field(20, ge=1)
     iterations: int | None = Field(None, ge=1)
+    # Budget of training time; validation time is not counted.
     max_minutes: float | None = Field(None, gt=0.0)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()

@@ -62,7 +62,7 @@ class ProgressBar(Callback):
             for key, value in metrics.items()
             if isinstance(value, float) and not math.isnan(value)
         )
-        tqdm.write(f"epoch {trainer.state.epoch + 1}: {summary}", file=sys.stderr)
+        tqdm.write(f"epoch {trainer.state.epoch}: {summary}", file=sys.stderr)
 
     on_train_end = on_epoch_end
 
@@ -97,7 +97,7 @@ class CSVLogger(Callback):
 
     def on_epoch_end(self, trainer: Any) -> None:
         row = {
-            "epoch": trainer.state.epoch + 1,
+            "epoch": trainer.state.epoch,
             "iteration": trainer.state.iteration,
             "train_loss": trainer.epoch_loss,
             "lr": trainer.current_lr,

@@ -69,8 +69,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
 class SeededDataset(Dataset):
     """Wraps a dataset so each ``(index, epoch)`` draw gets its own augmentation seed.
 
-    The wrapped dataset's ``transform`` is reseeded when it offers ``set_random_seed`` (as
-    albumentations' ``Compose`` does); global NumPy/Python generators are reseeded too for
+    The wrapped dataset's ``transform`` is reseeded when it offers ``set_seed`` (pixelseg's
+    transforms) or ``set_random_seed`` (albumentations' ``Compose``); global NumPy/Python generators are reseeded too for
     transforms that draw from them.
     """
 
@@ -84,8 +84,10 @@ class SeededDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         seed = sample_seed(self.seed, epoch, index)
         transform = getattr(self.dataset, "transform", None)
-        if transform is not None and hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(seed)
+        # pixelseg transforms offer set_seed; a bare albumentations Compose set_random_seed.
+        reseed = getattr(transform, "set_seed", None) or getattr(transform, "set_random_seed", None)
+        if reseed is not None:
+            reseed(seed)
         state = (random.getstate(), np.random.get_state())
         random.seed(seed)
         np.random.seed(seed)

@@ -29,7 +29,7 @@ from pixelseg.engine.checkpoint import (
 from pixelseg.engine.device import autocast_context, make_grad_scaler, resolve_runtime
 from pixelseg.engine.sampling import EpochSampler, SeededDataset, seed_worker
 from pixelseg.engine.schedules import build_optimizer, build_scheduler
-from pixelseg.errors import CheckpointError, TrainingDivergedError
+from pixelseg.errors import CheckpointError, NonFiniteError, TrainingDivergedError
 
 __all__ = ["TrainState", "Trainer"]
 
@@ -87,13 +87,14 @@ class Trainer:
             self.optimizer,
             self.train_cfg,
             self.total_steps,
-            max(self.steps_per_epoch // self.train_cfg.accumulate, 1),
+            math.ceil(self.steps_per_epoch / self.train_cfg.accumulate),
         )
         self.scaler = make_grad_scaler(self.runtime)
         self.state = TrainState()
         self.epoch_loss = float("nan")
         self.epoch_images_per_s = float("nan")
         self.elapsed = 0.0
+        self.excluded_seconds = 0.0
         self.stop_reason = ""
 
     # ----------------------------------------------------------------- bookkeeping
@@ -101,7 +102,7 @@ class Trainer:
         cfg = self.train_cfg
         if cfg.iterations is not None:
             return cfg.iterations
-        return cfg.epochs * max(self.steps_per_epoch // cfg.accumulate, 1)  # type: ignore[operator]
+        return cfg.epochs * math.ceil(self.steps_per_epoch / cfg.accumulate)  # type: ignore[operator]
 
     @property
     def current_lr(self) -> float:
@@ -178,10 +179,18 @@ class Trainer:
         if cfg.iterations is not None and self.state.iteration >= cfg.iterations:
             self.stop_reason = f"reached {cfg.iterations} iterations"
             return True
-        if cfg.max_minutes is not None and time.perf_counter() - started > cfg.max_minutes * 60:
+        if cfg.max_minutes is not None and self.training_seconds(started) > cfg.max_minutes * 60:
             self.stop_reason = f"reached the {cfg.max_minutes} minute budget"
             return True
         return False
+
+    def training_seconds(self, started: float) -> float:
+        """Wall-clock seconds spent training since ``started``, validation left out.
+
+        Callbacks that do their own evaluation (benchmarks) add its time to
+        ``excluded_seconds`` so that a ``max_minutes`` budget counts training alone.
+        """
+        return time.perf_counter() - started - self.excluded_seconds
 
     def _step_schedules(self) -> None:
         warmup = self.train_cfg.scheduler.warmup_iters
@@ -189,21 +198,24 @@ class Trainer:
         if self.plateau is None or self.state.iteration <= warmup:
             self.scheduler.step()
 
-    def _train_batch(self, batch: dict[str, Any], micro: int) -> tuple[float, bool]:
+    def _train_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
         device = self.runtime.device
         batch = _to_device(batch, device, self.runtime.memory_format)
-        with autocast_context(self.runtime):
-            output = self.model(self.task.inputs(batch))
-            loss = self.task.loss(output, batch)
-        value = float(loss.detach())
+        try:
+            with autocast_context(self.runtime):
+                output = self.model(self.task.inputs(batch))
+                loss = self.task.loss(output, batch)
+            value = float(loss.detach())
+        except NonFiniteError as error:
+            # NaN weights surface as NaN logits, which the model or loss rejects first.
+            raise self._diverged(f"non-finite values ({error})") from None
         if not math.isfinite(value):
-            raise TrainingDivergedError(
-                f"loss became {value} at epoch {self.state.epoch + 1}, iteration "
-                f"{self.state.iteration + 1} (batch {self.state.batch_in_epoch + 1}); the last "
-                f"good checkpoint is kept in {self.run_dir}"
-            )
+            raise self._diverged(str(value))
         self.scaler.scale(loss / self.train_cfg.accumulate).backward()
-        stepped = (micro + 1) % self.train_cfg.accumulate == 0
+        # Step every `accumulate` batches, and on the epoch's last batch so that no partial
+        # accumulation leaks into the next epoch.
+        position = self.state.batch_in_epoch + 1
+        stepped = position % self.train_cfg.accumulate == 0 or position >= self.steps_per_epoch
         if stepped:
             if self.train_cfg.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -215,14 +227,21 @@ class Trainer:
             self._step_schedules()
         return value, stepped
 
+    def _diverged(self, what: str) -> TrainingDivergedError:
+        return TrainingDivergedError(
+            f"loss became {what} at epoch {self.state.epoch + 1}, iteration "
+            f"{self.state.iteration + 1} (batch {self.state.batch_in_epoch + 1}); the last "
+            f"good checkpoint is kept in {self.run_dir}"
+        )
+
     def _run_epoch(self, started: float) -> bool:
         """Train one epoch (or its remainder). Returns True if the run must stop."""
         self.model.train()
         loader = self._loader(self.state.epoch, self.state.batch_in_epoch)
         losses, images, tick = [], 0, time.perf_counter()
         every = self.train_cfg.checkpoint_every
-        for micro, batch in enumerate(loader):
-            value, stepped = self._train_batch(batch, micro)
+        for batch in loader:
+            value, stepped = self._train_batch(batch)
             self.state.batch_in_epoch += 1
             losses.append(value)
             images += int(self.task.inputs(batch).shape[0])
@@ -244,7 +263,9 @@ class Trainer:
         """Validate, update best checkpoint and early stopping. Returns True to stop early."""
         if self.val_set is None:
             return False
+        tick = time.perf_counter()
         metrics = self.validate()
+        self.excluded_seconds += time.perf_counter() - tick
         name = self.train_cfg.best_metric
         if name not in metrics or not isinstance(metrics[name], float):
             raise ValueError(

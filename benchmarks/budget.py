@@ -1,0 +1,103 @@
+"""Shared pieces of the wall-clock-budget benchmarks (camvid.py, membrane.py).
+
+Both sides of a comparison get the same training-time budget; evaluation pauses the clock
+on both sides, and both are scored by the same metric code at the data's full resolution.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pixelseg.metrics import ConfusionMatrix
+
+Predict = Callable[[torch.Tensor], torch.Tensor]  # normalised [1, C, H, W] -> logits
+
+
+@dataclass
+class Curve:
+    """Scores against training minutes."""
+
+    name: str
+    points: list[tuple[float, dict]] = field(default_factory=list)
+
+    def at(self, minutes: float) -> dict:
+        """The last point at or before ``minutes`` (plus a small tolerance)."""
+        eligible = [p for p in self.points if p[0] <= minutes + 0.5]
+        return eligible[-1][1] if eligible else {}
+
+
+@torch.inference_mode()
+def score(
+    predict: Predict,
+    samples: list[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    ignore_index: int | None,
+) -> dict:
+    """Confusion-matrix metrics of ``predict`` over ``(image, mask)`` pairs at mask resolution."""
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index)
+    for image, mask in samples:
+        logits = predict(image.unsqueeze(0))
+        if logits.shape[-2:] != mask.shape[-2:]:
+            logits = F.interpolate(
+                logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
+            )
+        matrix.update(logits.argmax(1), mask.unsqueeze(0))
+    return matrix.compute()
+
+
+class BudgetClock:
+    """Counts training seconds only; ``pause()`` brackets evaluation."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.excluded = 0.0
+
+    def training_minutes(self) -> float:
+        return (time.perf_counter() - self.start - self.excluded) / 60
+
+    def pause(self):
+        clock = self
+
+        class _Pause:
+            def __enter__(self):
+                self.tick = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.excluded += time.perf_counter() - self.tick
+
+        return _Pause()
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]):
+    """Image bilinear, mask nearest, to ``size`` (H, W)."""
+    from PIL import Image
+
+    h, w = size
+    img = Image.fromarray(image).resize((w, h), Image.BILINEAR)
+    msk = Image.fromarray(mask.astype(np.uint8)).resize((w, h), Image.NEAREST)
+    return np.asarray(img), np.asarray(msk)
+
+
+def to_tensor(image: np.ndarray, mean, std) -> torch.Tensor:
+    array = image.astype(np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[:, :, None]
+    array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def print_curves(curves: list[Curve], marks: list[float], keys: list[str]) -> None:
+    header = f"{'minutes':>8} " + " ".join(f"{c.name + ' ' + k:>24}" for c in curves for k in keys)
+    print(header)
+    for minute in marks:
+        cells = []
+        for curve in curves:
+            point = curve.at(minute)
+            cells += [f"{point.get(k, float('nan')):>24.4f}" for k in keys]
+        print(f"{minute:>8.1f} " + " ".join(cells))

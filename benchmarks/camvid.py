@@ -1,0 +1,188 @@
+"""CamVid from scratch: pixelseg's recipe against a plain smp U-Net loop, same time budget.
+
+Both sides train from random weights on ../shared/data/camvid for the same training-time
+budget (evaluation pauses the clock) and are scored on the validation set at full
+resolution (360x480) by the same confusion-matrix code, void (11) ignored.
+
+Baseline, as specified: segmentation_models_pytorch Unet, ResNet-18 encoder, no pretrained
+weights, images resized to 192x256, batch 8, Adam 1e-3, cross-entropy ignoring void, no
+augmentation. Its predictions are upsampled (bilinear logits) to 360x480 for scoring.
+
+    python benchmarks/camvid.py --minutes 30 --eval-every 5
+    python benchmarks/camvid.py --minutes 2 --eval-every 1 --only baseline   # quick look
+
+Target (issue 3): pixelseg's validation mIoU >= 1.2x the baseline's at the 30-minute mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from budget import BudgetClock, Curve, print_curves, resize_pair, score, to_tensor
+from pixelseg import workflows
+from pixelseg.config import load_config
+from pixelseg.data import camvid
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+NUM_CLASSES, VOID = 11, 11
+
+
+def load_pairs(root: str, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    dataset = camvid(root, split=split)
+    return [dataset.load(i) for i in range(len(dataset))]
+
+
+class CurveCallback:
+    """Scores the model every ``every`` training minutes; the clock stops while scoring."""
+
+    def __init__(
+        self,
+        curve: Curve,
+        val,
+        every: float,
+        num_classes=NUM_CLASSES,
+        ignore_index=VOID,
+        summarise=lambda m: m,
+    ) -> None:
+        self.curve, self.val, self.every = curve, val, every
+        self.num_classes, self.ignore_index, self.summarise = num_classes, ignore_index, summarise
+        self.next_mark = every
+
+    def on_train_start(self, trainer) -> None:
+        self.clock = BudgetClock()
+
+    def _score(self, trainer) -> None:
+        with self.clock.pause():
+            trainer.model.eval()
+            metrics = self.summarise(
+                score(trainer.model, self.val, self.num_classes, self.ignore_index)
+            )
+            trainer.model.train()
+        trainer.excluded_seconds = self.clock.excluded
+        minutes = self.clock.training_minutes()
+        self.curve.points.append((minutes, metrics))
+        print(f"  pixelseg  {minutes:6.2f} min  {metrics.get('miou'):.4f} mIoU", flush=True)
+
+    def on_step(self, trainer, logs) -> None:
+        trainer.excluded_seconds = self.clock.excluded
+        if self.clock.training_minutes() >= self.next_mark:
+            self._score(trainer)
+            self.next_mark += self.every
+
+    def on_train_end(self, trainer) -> None:
+        self._score(trainer)
+
+
+def run_pixelseg(args, val) -> Curve:
+    overrides = [
+        f"data.root={args.data}",
+        f"train.max_minutes={args.minutes}",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.val_every=100000",
+        f"output_dir={args.out}/pixelseg",
+        f"train.threads={args.threads}",
+        *args.overrides,
+    ]
+    config = load_config(args.config, overrides)
+    curve = Curve("pixelseg")
+    workflows.train(config, callbacks=[CurveCallback(curve, val, args.eval_every)])
+    return curve
+
+
+def run_baseline(args, val) -> Curve:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    mean, std = IMAGENET
+    train = [resize_pair(img, msk, (192, 256)) for img, msk in load_pairs(args.data, "train")]
+    images = torch.stack([to_tensor(img, mean, std) for img, _ in train])
+    masks = torch.stack([torch.from_numpy(msk.astype(np.int64)) for _, msk in train])
+    model = smp.Unet("resnet18", encoder_weights=None, classes=NUM_CLASSES)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=VOID)
+    val_small = [
+        (torch.nn.functional.interpolate(img[None], size=(192, 256), mode="bilinear")[0], msk)
+        for img, msk in val
+    ]
+    curve, clock, next_mark = Curve("baseline"), BudgetClock(), args.eval_every
+
+    def evaluate():
+        with clock.pause():
+            model.eval()
+            metrics = score(model, val_small, NUM_CLASSES, VOID)
+            model.train()
+        curve.points.append((clock.training_minutes(), metrics))
+        print(
+            f"  baseline  {clock.training_minutes():6.2f} min  mIoU {metrics['miou']:.4f}",
+            flush=True,
+        )
+
+    model.train()
+    while clock.training_minutes() < args.minutes:
+        order = torch.randperm(len(images))
+        for start in range(0, len(order), 8):
+            batch = order[start : start + 8]
+            optimizer.zero_grad()
+            loss = loss_fn(model(images[batch]), masks[batch])
+            loss.backward()
+            optimizer.step()
+            if clock.training_minutes() >= next_mark:
+                evaluate()
+                next_mark += args.eval_every
+            if clock.training_minutes() >= args.minutes:
+                break
+    evaluate()
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--eval-every", type=float, default=5.0)
+    parser.add_argument("--data", default="../shared/data/camvid")
+    parser.add_argument("--config", default="configs/camvid_unet.yaml")
+    parser.add_argument("--out", default="runs/bench_camvid")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["pixelseg", "baseline"])
+    parser.add_argument("overrides", nargs="*", help="config overrides for pixelseg's side")
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        sys.exit(f"CamVid not found at {args.data!r} (see ../shared/data/README.md)")
+    torch.set_num_threads(args.threads)
+    mean, std = IMAGENET
+    val = [
+        (to_tensor(img, mean, std), torch.from_numpy(msk.astype(np.int64)))
+        for img, msk in load_pairs(args.data, "val")
+    ]
+    curves = []
+    if args.only != "baseline":
+        curves.append(run_pixelseg(args, val))
+    if args.only != "pixelseg":
+        curves.append(run_baseline(args, val))
+    marks = sorted(
+        {*np.arange(args.eval_every, args.minutes + 1e-9, args.eval_every), args.minutes}
+    )
+    print(
+        f"\nCamVid validation mIoU (101 images, 360x480) vs training minutes, {args.threads} threads"
+    )
+    print_curves(curves, marks, ["miou"])
+    if len(curves) == 2:
+        ours, base = curves[0].at(args.minutes)["miou"], curves[1].at(args.minutes)["miou"]
+        print(
+            f"\nat {args.minutes:g} min: pixelseg {ours:.4f} / baseline {base:.4f} = {ours / base:.2f}x "
+            f"(target >= 1.2x)"
+        )
+
+
+if __name__ == "__main__":
+    main()

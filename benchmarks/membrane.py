@@ -1,0 +1,150 @@
+"""ISBI 2012 membranes: pixelseg's U-Net recipe against a plain smp U-Net loop, 10 minutes.
+
+Both sides train from random weights on the training part of ../shared/data/membrane (the
+membrane preset's seeded split holds 5 of the 25 images out) for the same training-time
+budget, and are scored on the held-out images at full 512x512 resolution: the membrane
+class's Dice (label 0 in those PNGs) and the pixel error (1 - pixel accuracy).
+
+Baseline: segmentation_models_pytorch Unet, ResNet-18 encoder, 1 input channel, no
+pretrained weights, random 256x256 crops, batch 8, Adam 1e-3, cross-entropy, no other
+augmentation.
+
+    python benchmarks/membrane.py --minutes 10 --eval-every 2
+
+Target (issue 3): pixel error <= 0.061 (the U-Net paper's ISBI 2012 figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from budget import BudgetClock, Curve, print_curves, score, to_tensor
+from camvid import CurveCallback
+from pixelseg import workflows
+from pixelseg.config import load_config
+from pixelseg.data import membrane
+
+
+def summarise(metrics: dict) -> dict:
+    return {
+        "membrane_dice": metrics["dice"][0],
+        "pixel_error": 1.0 - metrics["pixel_accuracy"],
+        "miou": metrics["miou"],
+    }
+
+
+def pairs(root: str, split: str):
+    dataset = membrane(root, split=split)
+    return [dataset.load(i) for i in range(len(dataset))]
+
+
+def run_pixelseg(args, val) -> Curve:
+    config = load_config(
+        args.config,
+        [
+            f"data.root={args.data}",
+            f"train.max_minutes={args.minutes}",
+            "train.epochs=100000",
+            "train.progress=false",
+            "train.tensorboard=false",
+            "train.val_every=100000",
+            f"output_dir={args.out}/pixelseg",
+            f"train.threads={args.threads}",
+            *args.overrides,
+        ],
+    )
+    curve = Curve("pixelseg")
+    callback = CurveCallback(
+        curve, val, args.eval_every, num_classes=2, ignore_index=None, summarise=summarise
+    )
+    workflows.train(config, callbacks=[callback])
+    return curve
+
+
+def run_baseline(args, val) -> Curve:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    train = pairs(args.data, "train")
+    images = [to_tensor(img, (0.0,), (1.0,)) for img, _ in train]
+    masks = [torch.from_numpy(m.astype(np.int64)) for _, m in train]
+    model = smp.Unet("resnet18", encoder_weights=None, in_channels=1, classes=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    curve, clock, next_mark = Curve("baseline"), BudgetClock(), args.eval_every
+
+    def evaluate():
+        with clock.pause():
+            model.eval()
+            metrics = summarise(score(model, val, 2, None))
+            model.train()
+        curve.points.append((clock.training_minutes(), metrics))
+        print(f"  baseline  {clock.training_minutes():6.2f} min  {metrics}", flush=True)
+
+    model.train()
+    while clock.training_minutes() < args.minutes:
+        crops_x, crops_y = [], []
+        for _ in range(8):
+            i = int(rng.integers(len(images)))
+            top, left = (int(v) for v in rng.integers(0, 512 - 256 + 1, size=2))
+            crops_x.append(images[i][:, top : top + 256, left : left + 256])
+            crops_y.append(masks[i][top : top + 256, left : left + 256])
+        optimizer.zero_grad()
+        loss = loss_fn(model(torch.stack(crops_x)), torch.stack(crops_y))
+        loss.backward()
+        optimizer.step()
+        if clock.training_minutes() >= next_mark:
+            evaluate()
+            next_mark += args.eval_every
+    evaluate()
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--eval-every", type=float, default=2.0)
+    parser.add_argument("--data", default="../shared/data/membrane")
+    parser.add_argument("--config", default="configs/membrane_unet.yaml")
+    parser.add_argument("--out", default="runs/bench_membrane")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["pixelseg", "baseline"])
+    parser.add_argument("overrides", nargs="*", help="config overrides for pixelseg's side")
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        sys.exit(f"membrane data not found at {args.data!r} (see ../shared/data/README.md)")
+    torch.set_num_threads(args.threads)
+    val = [
+        (to_tensor(img, (0.0,), (1.0,)), torch.from_numpy(m.astype(np.int64)))
+        for img, m in pairs(args.data, "val")
+    ]
+    curves = []
+    if args.only != "baseline":
+        curves.append(run_pixelseg(args, val))
+    if args.only != "pixelseg":
+        curves.append(run_baseline(args, val))
+    marks = sorted(
+        {*np.arange(args.eval_every, args.minutes + 1e-9, args.eval_every), args.minutes}
+    )
+    print(f"\nISBI membrane, {len(val)} held-out 512x512 images, {args.threads} threads")
+    print_curves(curves, marks, ["pixel_error", "membrane_dice"])
+    for curve in curves:
+        final = curve.at(args.minutes)
+        print(
+            f"{curve.name}: pixel error {final['pixel_error']:.4f} (target <= 0.061), "
+            f"membrane Dice {final['membrane_dice']:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The ``pixelseg`` command line: argument parsing and wiring only.
+
+Every command maps to one function of :mod:`pixelseg.workflows`. A :class:`PixelsegError`
+(or a ``ValueError`` from a library underneath) prints as one line; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pixelseg.errors import PixelsegError
+
+__all__ = ["build_parser", "main"]
+
+EXAMPLES = {
+    "train": "example: pixelseg train configs/camvid_unet.yaml train.epochs=50 data.batch_size=4",
+    "eval": "example: pixelseg eval configs/camvid_unet.yaml --checkpoint runs/camvid_unet/best.pt "
+    "--out runs/camvid_unet/eval",
+    "predict": "example: pixelseg predict --checkpoint runs/demo/best.pt --out preds 'photos/*.png'",
+    "models": "example: pixelseg models",
+    "demo": "example: pixelseg demo --out runs/demo",
+}
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixelseg",
+        description="Train, evaluate and predict pixel-level segmentation models.",
+        epilog="example: pixelseg demo",
+    )
+    _add_common(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_common(sub)
+        return sub
+
+    train = command("train", "Train a model from a YAML experiment config.")
+    train.add_argument("config", help="experiment YAML file")
+    train.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    train.add_argument("--out", help="run directory (default: the config's output_dir)")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CKPT",
+        help="continue from CKPT, or from <run dir>/last.pt when no path is given",
+    )
+
+    evaluate = command("eval", "Evaluate a checkpoint on the config's validation data.")
+    evaluate.add_argument("config", help="experiment YAML file")
+    evaluate.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
+    evaluate.add_argument("--out", help="report directory (default: <run dir>/eval)")
+
+    predict = command("predict", "Segment images with a checkpoint (files, folders or globs).")
+    predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    predict.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
+    predict.add_argument("--out", required=True, help="output directory")
+    predict.add_argument(
+        "--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window tile size"
+    )
+    predict.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
+    predict.add_argument("--tta", action="store_true", help="average with a horizontal flip")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+
+    command("models", "List the available models and encoders.")
+
+    demo = command("demo", "Train, evaluate and predict on synthetic shapes (no downloads).")
+    demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    demo.add_argument("--minutes", type=float, help="training time budget (default: config's)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Imported here so that `pixelseg --help` answers instantly.
+    from pixelseg import workflows
+
+    if args.command == "models":
+        from pixelseg import models
+
+        print("models:")
+        for name, description in models.available().items():
+            print(f"  {name:<16} {description}")
+        print("encoders:")
+        for name, description in models.available_encoders().items():
+            print(f"  {name:<16} {description}")
+        return 0
+    if args.command == "demo":
+        metrics = workflows.demo(args.out, minutes=args.minutes)
+        print(f"report: {args.out}/metrics.json (charts and worst_cases.png beside it)")
+        print(f"predictions: {args.out}/predictions")
+        print(f"validation mIoU: {metrics['miou']:.4f}")
+        return 0
+    if args.command == "predict":
+        written = workflows.predict_files(
+            args.checkpoint,
+            args.inputs,
+            args.out,
+            window=tuple(args.window) if args.window else None,
+            overlap=args.overlap,
+            tta=args.tta,
+            device=args.device,
+            alpha=args.alpha,
+        )
+        print(f"wrote {len(written)} masks and overlays to {args.out}")
+        return 0
+
+    from pixelseg.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.command == "train":
+        metrics, run_dir = workflows.train(config, out=args.out, resume=args.resume)
+        print(f"run directory: {run_dir}")
+        if "miou" in metrics:
+            print(f"last validation mIoU: {metrics['miou']:.4f}")
+        return 0
+    out = args.out or f"{config.output_dir}/eval"
+    metrics = workflows.eval_checkpoint(config, args.checkpoint, out)
+    print(f"mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}")
+    print(f"report: {out}/metrics.json")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.debug:
+        return _run(args)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted: the last complete checkpoint is kept", file=sys.stderr)
+        return 130
+    except (PixelsegError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

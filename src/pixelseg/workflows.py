@@ -1,0 +1,179 @@
+"""The jobs behind the CLI commands, callable from Python: train, evaluate, predict, demo.
+
+Each is a plain function over the config and paths; the CLI only parses arguments and
+calls one of these.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PIL import Image
+
+from pixelseg.config import ExperimentConfig, apply_overrides, dump_config, parse_config
+from pixelseg.data import list_images, read_image
+from pixelseg.engine.build import build_datasets, build_model, build_task, checkpoint_meta
+from pixelseg.engine.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
+from pixelseg.engine.device import resolve_device
+from pixelseg.engine.evaluator import evaluate
+from pixelseg.engine.sampling import seed_everything
+from pixelseg.engine.trainer import Trainer
+from pixelseg.errors import CheckpointError
+from pixelseg.inference import overlay, save_index_mask
+from pixelseg.inference.segmenter import Segmenter
+
+__all__ = ["demo", "demo_config", "eval_checkpoint", "predict_files", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def _configure_threads(config: ExperimentConfig) -> None:
+    import torch
+
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    if config.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train(
+    config: ExperimentConfig,
+    out: str | Path | None = None,
+    resume: str | Path | bool | None = None,
+    callbacks: list[Any] | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Train as configured; returns the last validation metrics and the run directory.
+
+    ``resume=True`` continues from ``<run dir>/last.pt``; a path resumes from that file.
+    """
+    run_dir = Path(out) if out else Path(config.output_dir)
+    _configure_threads(config)
+    seed_everything(config.seed)
+    bundle = build_datasets(config)
+    model = build_model(config, bundle.num_classes)
+    task = build_task(config, bundle)
+    dump_config(config, run_dir / "config.yaml")
+    standard = [CSVLogger(run_dir / "log.csv")]
+    if config.train.tensorboard:
+        standard.append(TensorBoardLogger(run_dir / "tensorboard"))
+    if config.train.progress:
+        standard.append(ProgressBar())
+    trainer = Trainer(
+        model,
+        task,
+        bundle.train,
+        bundle.val,
+        config,
+        run_dir,
+        checkpoint_meta(config, bundle),
+        callbacks=standard + list(callbacks or []),
+    )
+    resume_path = None
+    if resume is True:
+        resume_path = run_dir / "last.pt"
+        if not resume_path.is_file():
+            raise CheckpointError(f"--resume: no checkpoint to resume at {str(resume_path)!r}")
+    elif resume:
+        resume_path = Path(resume)
+    metrics = trainer.fit(resume=resume_path)
+    return metrics, run_dir
+
+
+def eval_checkpoint(
+    config: ExperimentConfig, checkpoint: str | Path, out: str | Path
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on the config's validation set and write the report to ``out``."""
+    _configure_threads(config)
+    bundle = build_datasets(config)
+    task = build_task(config, bundle)
+    segmenter = Segmenter.from_checkpoint(
+        checkpoint,
+        device=resolve_device(config.train.device),
+        window=config.eval.window,
+        overlap=config.eval.overlap,
+        tta=config.eval.tta,
+    )
+    if len(segmenter.classes) != bundle.num_classes:
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} has {len(segmenter.classes)} classes but the "
+            f"config's data has {bundle.num_classes}"
+        )
+    return evaluate(
+        segmenter,
+        bundle.val,
+        task,
+        out,
+        gallery_size=config.eval.gallery_size,
+        per_image=config.eval.per_image,
+    )
+
+
+def predict_files(
+    checkpoint: str | Path,
+    inputs: list[str],
+    out: str | Path,
+    *,
+    window: tuple[int, int] | None = None,
+    overlap: float = 0.25,
+    tta: bool = False,
+    device: str = "auto",
+    alpha: float = 0.5,
+) -> list[Path]:
+    """Write ``<stem>.png`` (index mask) and ``<stem>_overlay.png`` per input image."""
+    segmenter = Segmenter.from_checkpoint(
+        checkpoint, device=resolve_device(device), window=window, overlap=overlap, tta=tta
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in list_images(inputs):
+        image = read_image(path, in_channels=segmenter.in_channels)
+        labels = segmenter.predict(image)
+        mask_path = save_index_mask(out / f"{path.stem}.png", labels, segmenter.colors)
+        rgb = image if image.ndim == 3 and image.shape[2] == 3 else _grey_to_rgb(image)
+        blended = overlay(rgb, labels, segmenter.colors, alpha=alpha)
+        Image.fromarray(blended).save(out / f"{path.stem}_overlay.png")
+        written.append(mask_path)
+        log.info("predicted %s -> %s", path, mask_path)
+    return written
+
+
+def _grey_to_rgb(image):
+    import numpy as np
+
+    grey = image if image.ndim == 2 else image[:, :, 0]
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def demo_config(out: str | Path, minutes: float | None = None) -> ExperimentConfig:
+    """The embedded synthetic-shapes experiment (same as ``configs/shapes_unet.yaml``)."""
+    text = resources.files("pixelseg").joinpath("resources/shapes_unet.yaml").read_text()
+    raw = yaml.safe_load(text)
+    overrides = [f"output_dir={out}"]
+    if minutes is not None:
+        overrides.append(f"train.max_minutes={minutes}")
+    return parse_config(apply_overrides(raw, overrides), source="<embedded shapes_unet.yaml>")
+
+
+def demo(out: str | Path = "runs/demo", minutes: float | None = None) -> dict[str, Any]:
+    """Generate shapes, train, evaluate, predict: the whole job on embedded data."""
+    from pixelseg.data import SyntheticShapes
+
+    started = time.perf_counter()
+    config = demo_config(out, minutes)
+    _, run_dir = train(config, out=out)
+    metrics = eval_checkpoint(config, run_dir / "best.pt", run_dir)
+    samples_dir = run_dir / "samples"
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    shapes = SyntheticShapes(4, size=config.data.synthetic.size * 2, seed=config.seed + 777)
+    for index in range(len(shapes)):
+        image, _ = shapes.generate(index)
+        Image.fromarray(image).save(samples_dir / f"sample_{index}.png")
+    predict_files(run_dir / "best.pt", [str(samples_dir)], run_dir / "predictions")
+    metrics["seconds"] = time.perf_counter() - started
+    return metrics

@@ -1,0 +1,136 @@
+"""End-to-end training on tiny synthetic data: exact resume, NaN stop, AMP on CPU."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from pixelseg import workflows
+from pixelseg.config import parse_config
+from pixelseg.engine.checkpoint import load_checkpoint
+from pixelseg.errors import TrainingDivergedError
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(tmp_path, **train):
+    return parse_config(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "seed": 3,
+            "data": {
+                "synthetic": {"num_train": 12, "num_val": 4, "size": 32},
+                "batch_size": 4,
+                "augment": [{"name": "hflip", "p": 0.5}],
+            },
+            "model": {"name": "unet", "options": {"base_channels": 4}},
+            "loss": {"terms": [{"name": "ce"}, {"name": "dice", "weight": 0.5}]},
+            "train": {
+                "epochs": 4,
+                "optimizer": {"lr": 0.01},
+                "scheduler": {"name": "cosine", "warmup_iters": 2},
+                "progress": False,
+                "tensorboard": False,
+                **train,
+            },
+        }
+    )
+
+
+class StopAt:
+    """Simulates a kill: raises as soon as the given epoch starts its first step."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_step(self, trainer, logs):
+        if trainer.state.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = tiny_config(tmp_path / "a")
+    workflows.train(straight)
+    interrupted = tiny_config(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        workflows.train(interrupted, callbacks=[StopAt(epoch=2)])
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.pt")["state"]["epoch"] == 2
+    workflows.train(interrupted, resume=True)
+    a = _weights(tmp_path / "a" / "run" / "last.pt")
+    b = _weights(tmp_path / "b" / "run" / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with open(tmp_path / "b" / "run" / "log.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert (tmp_path / "b" / "run" / "config.yaml").is_file()
+    assert (tmp_path / "b" / "run" / "best.pt").is_file()
+
+
+def test_iteration_mode_with_mid_epoch_checkpoints_resumes_exactly(tmp_path):
+    a = tiny_config(tmp_path / "a", epochs=None, iterations=7, checkpoint_every=2)
+    workflows.train(a)
+
+    class StopAtIteration:
+        def on_step(self, trainer, logs):
+            if trainer.state.iteration == 5:
+                raise KeyboardInterrupt
+
+    b = tiny_config(tmp_path / "b", epochs=None, iterations=7, checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        workflows.train(b, callbacks=[StopAtIteration()])
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.pt")["state"]["iteration"] == 4
+    workflows.train(b, resume=True)
+    wa, wb = (
+        _weights(tmp_path / "a" / "run" / "last.pt"),
+        _weights(tmp_path / "b" / "run" / "last.pt"),
+    )
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.pt")["state"]["iteration"] == 7
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    class Poison:
+        def on_step(self, trainer, logs):
+            if trainer.state.epoch == 1 and trainer.state.batch_in_epoch == 1:
+                with torch.no_grad():
+                    for p in trainer.model.parameters():
+                        p.fill_(float("nan"))
+
+    config = tiny_config(tmp_path)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, iteration 5 \(batch 2\)"):
+        workflows.train(config, callbacks=[Poison()])
+    kept = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert kept["state"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_paths_run_on_cpu(tmp_path, amp):
+    config = tiny_config(tmp_path, epochs=1, amp=amp, channels_last="on", grad_clip=1.0)
+    metrics, run_dir = workflows.train(config)
+    assert 0.0 <= metrics["miou"] <= 1.0
+    payload = load_checkpoint(run_dir / "last.pt")
+    assert (payload["scaler"] is not None) == (amp == "fp16")
+
+
+def test_early_stopping_and_accumulation(tmp_path):
+    config = tiny_config(
+        tmp_path,
+        epochs=30,
+        accumulate=2,
+        early_stopping_patience=1,
+        early_stopping_min_delta=1.0,  # nothing improves by a whole mIoU point: stop at once
+    )
+    workflows.train(config)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert state["epoch"] == 2 and state["finished"]
+    # 3 batches per epoch: a step after batch 2 and one for the leftover batch 3.
+    assert state["iteration"] == 2 * 2
