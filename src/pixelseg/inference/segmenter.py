@@ -100,7 +100,7 @@ class Segmenter:
             raise InvalidInputError(
                 f"image has {image.shape[2]} channels but the model expects {self.in_channels}"
             )
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).float() / 255.0
+        tensor = torch.from_numpy(np.array(image, dtype=np.float32)).to(self.device) / 255.0
         mean = torch.tensor(self.mean, device=self.device)
         std = torch.tensor(self.std, device=self.device)
         tensor = (tensor - mean) / std
