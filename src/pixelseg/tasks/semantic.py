@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from pixelseg.metrics import ConfusionMatrix
+from pixelseg.metrics import ConfusionMatrix, per_image_scores
 
 __all__ = ["SemanticTask"]
 
@@ -75,36 +75,25 @@ class SemanticTask:
         return metrics.compute()
 
     def per_image_scores(self, prediction: torch.Tensor, target: torch.Tensor) -> list[dict]:
-        """Per-image pixel accuracy, mean IoU and mean Dice over the classes present.
+        """Per-image pixel accuracy, and IoU and Dice averaged over the classes present.
 
-        A class counts for an image when it appears in its ground truth or its prediction;
+        A class counts for an image when it is in its ground truth or its prediction;
         ignored pixels are left out. Returns one dict per image of the batch.
         """
         num_classes = max(self.num_classes, 2)
-        rows = []
-        for pred, true in zip(prediction.cpu(), target.cpu(), strict=True):
-            valid = (
-                torch.ones_like(true, dtype=torch.bool)
-                if self.ignore_index is None
-                else true != self.ignore_index
-            )
-            p, t = pred[valid].long(), true[valid].long()
-            matrix = torch.bincount(t * num_classes + p, minlength=num_classes**2)
-            matrix = matrix.reshape(num_classes, num_classes).double()
-            tp = matrix.diag()
-            gt, pr = matrix.sum(1), matrix.sum(0)
-            present = (gt + pr) > 0
-            iou = tp[present] / (gt + pr - tp)[present]
-            dice = 2 * tp[present] / (gt + pr)[present]
-            total = matrix.sum()
-            rows.append(
-                {
-                    "pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
-                    "iou": float(iou.mean()) if iou.numel() else float("nan"),
-                    "dice": float(dice.mean()) if dice.numel() else float("nan"),
-                }
-            )
-        return rows
+        scores = per_image_scores(prediction, target, num_classes, self.ignore_index)
+        valid = (
+            torch.ones_like(target, dtype=torch.bool)
+            if self.ignore_index is None
+            else target != self.ignore_index
+        )
+        correct = ((prediction == target) & valid).flatten(1).sum(1).double()
+        total = valid.flatten(1).sum(1).double()
+        accuracy = (correct / total).cpu()  # NaN where every pixel is ignored
+        return [
+            {"pixel_accuracy": float(a), "iou": float(i), "dice": float(d)}
+            for a, i, d in zip(accuracy, scores["iou"], scores["dice"], strict=True)
+        ]
 
     def denormalize(self, image: torch.Tensor, mean: Sequence[float], std: Sequence[float]):
         """``image [C, H, W]`` normalised -> ``H x W x 3`` uint8 for drawing."""

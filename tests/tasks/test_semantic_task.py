@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pixelseg import losses
+from pixelseg.tasks.base import Task
+from pixelseg.tasks.semantic import SemanticTask
+
+
+def make_task(**kwargs):
+    return SemanticTask(3, losses.create("ce", ignore_index=255), ignore_index=255, **kwargs)
+
+
+def test_is_a_task():
+    assert isinstance(make_task(), Task)
+
+
+def test_deep_supervision_loss_is_weighted_sum():
+    torch.manual_seed(0)
+    outputs = [torch.randn(2, 3, 4, 4) for _ in range(3)]
+    batch = {"mask": torch.randint(0, 3, (2, 4, 4))}
+    ce = losses.create("ce", ignore_index=255)
+    single = [float(ce(o, batch["mask"])) for o in outputs]
+    task = make_task(deep_supervision_weights=[0.2, 0.3, 0.5])
+    expected = 0.2 * single[0] + 0.3 * single[1] + 0.5 * single[2]
+    assert float(task.loss(outputs, batch)) == pytest.approx(expected, rel=1e-6)
+    assert float(make_task().loss(outputs, batch)) == pytest.approx(sum(single) / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="2 values but the model returned 3"):
+        make_task(deep_supervision_weights=[0.5, 0.5]).loss(outputs, batch)
+
+
+def test_predict_multiclass_binary_and_list():
+    logits = torch.tensor([[[[0.1, 2.0]], [[0.5, -1.0]], [[0.0, 0.0]]]])  # [1, 3, 1, 2]
+    assert make_task().predict(logits).tolist() == [[[1, 0]]]
+    assert make_task().predict([torch.zeros_like(logits), logits]).tolist() == [[[1, 0]]]
+    binary = SemanticTask(1, losses.create("ce"))
+    assert binary.predict(torch.tensor([[[[0.3, -0.2]]]])).tolist() == [[[1, 0]]]
+    assert binary.new_metrics().matrix.shape == (2, 2)
+
+
+def test_per_image_scores_by_hand():
+    target = torch.tensor([[[0, 0, 1, 255]], [[2, 2, 2, 2]]])
+    prediction = torch.tensor([[[0, 1, 1, 2]], [[2, 2, 0, 0]]])
+    rows = make_task().per_image_scores(prediction, target)
+    # image 0 (3 valid pixels): class 0 IoU 1/2, class 1 IoU 1/2 -> 0.5; Dice 2/3 each.
+    assert rows[0]["pixel_accuracy"] == pytest.approx(2 / 3)
+    assert rows[0]["iou"] == pytest.approx(0.5)
+    assert rows[0]["dice"] == pytest.approx(2 / 3)
+    # image 1: class 2 IoU 2/4, class 0 predicted only -> 0; mean 0.25.
+    assert rows[1]["iou"] == pytest.approx(0.25)
+    all_ignored = make_task().per_image_scores(
+        torch.zeros(1, 1, 2, dtype=torch.long), torch.full((1, 1, 2), 255)
+    )
+    assert math.isnan(all_ignored[0]["pixel_accuracy"]) and math.isnan(all_ignored[0]["iou"])
+
+
+def test_denormalize_inverts_normalisation():
+    image = torch.tensor([[[0.2, 0.8]], [[0.5, 0.0]], [[1.0, 0.4]]])
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.5]
+    normalised = (image - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    drawn = make_task().denormalize(normalised, mean, std)
+    assert drawn.shape == (1, 2, 3)
+    assert drawn[0, 0].tolist() == [51, 128, 255]
