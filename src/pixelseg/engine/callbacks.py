@@ -93,7 +93,9 @@ class CSVLogger(Callback):
         self._pending: dict[str, Any] = {}
 
     def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
-        self._pending.update({k: metrics.get(k) for k in ("miou", "pixel_accuracy", "mdice")})
+        self._pending.update(
+            {k: metrics.get(k) for k in ("miou", "pixel_accuracy", "mdice", "val_loss")}
+        )
 
     def on_epoch_end(self, trainer: Any) -> None:
         row = {
