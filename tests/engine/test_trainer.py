@@ -15,7 +15,7 @@ from pixelseg.errors import TrainingDivergedError
 pytestmark = pytest.mark.slow
 
 
-def tiny_config(tmp_path, **train):
+def tiny_config(tmp_path, workers=0, **train):
     return parse_config(
         {
             "output_dir": str(tmp_path / "run"),
@@ -23,6 +23,7 @@ def tiny_config(tmp_path, **train):
             "data": {
                 "synthetic": {"num_train": 12, "num_val": 4, "size": 32},
                 "batch_size": 4,
+                "num_workers": workers,
                 "augment": [{"name": "hflip", "p": 0.5}],
             },
             "model": {"name": "unet", "options": {"base_channels": 4}},
@@ -74,8 +75,10 @@ def test_resume_continues_exactly(tmp_path):
     assert (tmp_path / "b" / "run" / "best.pt").is_file()
 
 
-def test_iteration_mode_with_mid_epoch_checkpoints_resumes_exactly(tmp_path):
-    a = tiny_config(tmp_path / "a", epochs=None, iterations=7, checkpoint_every=2)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_iteration_mode_with_mid_epoch_checkpoints_resumes_exactly(tmp_path, workers):
+    """Mid-epoch resume, also with worker processes doing the (seeded) augmentation."""
+    a = tiny_config(tmp_path / "a", workers, epochs=None, iterations=7, checkpoint_every=2)
     workflows.train(a)
 
     class StopAtIteration:
@@ -83,7 +86,7 @@ def test_iteration_mode_with_mid_epoch_checkpoints_resumes_exactly(tmp_path):
             if trainer.state.iteration == 5:
                 raise KeyboardInterrupt
 
-    b = tiny_config(tmp_path / "b", epochs=None, iterations=7, checkpoint_every=2)
+    b = tiny_config(tmp_path / "b", workers, epochs=None, iterations=7, checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
         workflows.train(b, callbacks=[StopAtIteration()])
     assert load_checkpoint(tmp_path / "b" / "run" / "last.pt")["state"]["iteration"] == 4
