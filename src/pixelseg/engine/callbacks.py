@@ -38,7 +38,7 @@ class ProgressBar(Callback):
         if self._bar is None:
             self._bar = tqdm(
                 total=trainer.steps_per_epoch,
-                initial=trainer.state.batch_in_epoch,
+                initial=trainer.state.batch_in_epoch - 1,  # this step is counted below
                 desc=f"epoch {trainer.state.epoch + 1}",
                 file=sys.stderr,
                 leave=False,

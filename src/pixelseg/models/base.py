@@ -1,0 +1,179 @@
+"""What every semantic segmentation model shares: input checks, padding to a size multiple, init.
+
+A model subclasses :class:`SegmentationModel` and implements ``forward_padded`` on input whose
+height and width are multiples of ``size_multiple`` (the product of its downsamplings); the
+base class checks the input, pads it, and crops the logits back to the input size, so every
+model accepts any ``H x W``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixelseg.errors import InvalidInputError, NonFiniteError
+
+__all__ = [
+    "SegmentationModel",
+    "check_choice",
+    "check_image_batch",
+    "check_positive_int",
+    "decoder_memory_format",
+    "init_weights",
+    "pad_to_multiple",
+]
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 1, else raise InvalidInputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def check_choice(kind: str, value: object, choices: tuple) -> None:
+    """Raise InvalidInputError naming ``value`` and the valid ``choices`` unless it is one."""
+    if value not in choices:
+        raise InvalidInputError(
+            f"unknown {kind} {value!r}. Valid choices: {', '.join(map(repr, choices))}"
+        )
+
+
+def _is_tracing() -> bool:
+    """True while TorchScript, tracing, ONNX export or torch.compile capture the graph.
+
+    Data-dependent checks (NaN/Inf) would be baked into a traced graph or break it, so they
+    are skipped there; the shape checks still run.
+    """
+    return (
+        torch.jit.is_scripting()
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+    )
+
+
+def check_image_batch(x: object, in_channels: int) -> None:
+    """Check that ``x`` is a finite floating-point image batch ``[B, in_channels, H, W]``.
+
+    Raises InvalidInputError naming what was expected and what came in.
+    """
+    expected = f"[B, {in_channels}, H, W]"
+    if not isinstance(x, torch.Tensor):
+        raise InvalidInputError(f"expected a torch.Tensor {expected}, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise InvalidInputError(
+            f"expected input of shape {expected} (4 dims), got {x.ndim} dims: {tuple(x.shape)}"
+        )
+    if x.shape[1] != in_channels:
+        raise InvalidInputError(
+            f"expected {in_channels} input channels (shape {expected}), got {x.shape[1]} "
+            f"channels: {tuple(x.shape)}"
+        )
+    if min(x.shape[0], x.shape[2], x.shape[3]) == 0:
+        raise InvalidInputError(f"expected a non-empty batch {expected}, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise InvalidInputError(f"expected a floating-point input, got dtype {x.dtype}")
+    # One reduction instead of an elementwise mask: the sum is non-finite whenever an element
+    # is NaN/Inf; a huge finite input may overflow it, so the exact check then decides.
+    if (
+        not _is_tracing()
+        and not bool(torch.isfinite(x.sum(dtype=torch.float32)))
+        and not bool(torch.isfinite(x).all())
+    ):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise NonFiniteError(
+            f"input contains non-finite values ({n_nan} NaN, {n_inf} Inf) in shape {tuple(x.shape)}"
+        )
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``x [B, C, H, W]`` at the bottom/right so H and W become multiples of ``multiple``.
+
+    Reflect padding keeps border statistics natural; inputs smaller than the pad fall back to
+    replicate (reflect needs pad < size). Aligned input is returned as is, without a copy.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def decoder_memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_format:
+    """Layout for a decoder's activations: channels-last for CPU inference, else contiguous.
+
+    On CPU (oneDNN) the decoders' 3x3 and depthwise convs and the bilinear/nearest
+    upsampling run about 10% faster on channels-last tensors at inference (measured with
+    benchmarks/models.py), while CPU training is slower in that layout; GPU keeps the
+    default. Only the layout changes, not the result.
+    """
+    if x.device.type == "cpu" and not model.training:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming-normal (fan_out, ReLU) for (transposed) convs and linears, zero biases, norms 1/0.
+
+    The scheme torchvision uses for ResNet/VGG/MobileNetV3, so encoders built without running
+    torchvision's own init are initialised the same way in distribution. One exception:
+    grouped (depthwise) convs use fan_in, because torch's fan_out ignores the groups and
+    would make a depthwise kernel sqrt(channels) times too small.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            grouped = isinstance(m, nn.Conv2d) and m.groups > 1
+            mode = "fan_in" if grouped else "fan_out"
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            if isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class SegmentationModel(nn.Module):
+    """Base class: checks ``x [B, in_channels, H, W]``, pads, runs the net, crops logits back.
+
+    Subclasses implement ``forward_padded(x) -> logits [B, num_classes, H', W']`` (or a list
+    of such tensors) for inputs whose H', W' are multiples of ``size_multiple``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, size_multiple: int) -> None:
+        super().__init__()
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.size_multiple = size_multiple
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits for an input already padded to ``size_multiple``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_padded")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits ``[B, num_classes, H, W]`` at the resolution of ``x [B, in_channels, H, W]``."""
+        return self.run_padded(self.forward_padded, x)
+
+    def run_padded(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+        x: torch.Tensor,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Check ``x``, pad it to ``size_multiple``, apply ``fn``, crop its output(s) back."""
+        check_image_batch(x, self.in_channels)
+        h, w = x.shape[-2:]
+        padded = pad_to_multiple(x, self.size_multiple)
+        out = fn(padded)
+        if padded is x:
+            return out
+        # Cropped logits are copied so callers always get contiguous tensors (.view works).
+        if isinstance(out, list):
+            return [o[..., :h, :w].contiguous() for o in out]
+        return out[..., :h, :w].contiguous()
