@@ -92,6 +92,27 @@ def build_unet_encoder(
     return build_encoder(encoder, in_channels=in_channels, weights=encoder_weights)
 
 
+def unet_decoder_defaults(
+    encoder: Encoder,
+    classic: bool,
+    decoder_channels: Sequence[int] | None,
+    upsampling: str | None,
+) -> tuple[Sequence[int], str, int]:
+    """Decoder widths, upsampling mode and head kernel shared by U-Net and UNet++.
+
+    The classic encoder mirrors its own widths with learnable up-convs and a 1x1 head (the
+    paper); torchvision encoders take segmentation_models_pytorch's decoder (nearest
+    upsampling, 3x3 head) so that both load smp's weights.
+    """
+    if upsampling is not None:
+        check_choice("upsampling mode", upsampling, UPSAMPLING_MODES)
+    if decoder_channels is None:
+        decoder_channels = encoder.channels[-2::-1] if classic else SMP_DECODER_CHANNELS
+    if upsampling is None:
+        upsampling = "transpose" if classic else "nearest"
+    return decoder_channels, upsampling, 1 if classic else 3
+
+
 class UNetDecoder(nn.Module):
     """Expanding path over any encoder: one :class:`DecoderBlock` per skip level, deep to shallow,
     then blocks without skip until stride 1 (encoders whose first feature has stride 2).
@@ -156,20 +177,15 @@ class UNet(SegmentationModel):
         encoder_weights: str | Path | None = None,
     ) -> None:
         super().__init__(num_classes, in_channels, size_multiple=1)
-        if upsampling is not None:
-            check_choice("upsampling mode", upsampling, UPSAMPLING_MODES)
         self.encoder = build_unet_encoder(
             "unet", encoder, in_channels, base_channels, encoder_weights, default_base=64
         )
-        classic = encoder is None
-        if decoder_channels is None:
-            decoder_channels = self.encoder.channels[-2::-1] if classic else SMP_DECODER_CHANNELS
-        if upsampling is None:
-            upsampling = "transpose" if classic else "nearest"
+        decoder_channels, upsampling, kernel = unet_decoder_defaults(
+            self.encoder, encoder is None, decoder_channels, upsampling
+        )
         self.decoder = UNetDecoder(
             self.encoder.channels, self.encoder.strides, decoder_channels, upsampling
         )
-        kernel = 1 if classic else 3
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, kernel, padding=kernel // 2)
         init_weights(self.decoder)
         init_weights(self.head)

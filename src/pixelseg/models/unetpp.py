@@ -16,12 +16,12 @@ from pixelseg.models.base import (
     decoder_memory_format,
     init_weights,
 )
-from pixelseg.models.blocks import UPSAMPLING_MODES, DecoderBlock
+from pixelseg.models.blocks import DecoderBlock
 from pixelseg.models.unet import (
-    SMP_DECODER_CHANNELS,
     build_unet_encoder,
     check_decoder_channels,
     extra_upsamplings,
+    unet_decoder_defaults,
 )
 
 __all__ = ["NestedDecoder", "UNetPlusPlus"]
@@ -118,23 +118,18 @@ class UNetPlusPlus(SegmentationModel):
         encoder_weights: str | Path | None = None,
     ) -> None:
         super().__init__(num_classes, in_channels, size_multiple=1)
-        if upsampling is not None:
-            check_choice("upsampling mode", upsampling, UPSAMPLING_MODES)
         check_choice(
             "deep_supervision_inference", deep_supervision_inference, DEEP_SUPERVISION_INFERENCE
         )
         self.encoder = build_unet_encoder(
             "unetpp", encoder, in_channels, base_channels, encoder_weights, default_base=32
         )
-        classic = encoder is None
-        if decoder_channels is None:
-            decoder_channels = self.encoder.channels[-2::-1] if classic else SMP_DECODER_CHANNELS
-        if upsampling is None:
-            upsampling = "transpose" if classic else "nearest"
+        decoder_channels, upsampling, kernel = unet_decoder_defaults(
+            self.encoder, encoder is None, decoder_channels, upsampling
+        )
         self.decoder = NestedDecoder(
             self.encoder.channels, self.encoder.strides, decoder_channels, upsampling
         )
-        kernel = 1 if classic else 3
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel, padding=kernel // 2)
         self.deep_supervision = bool(deep_supervision)
         self.deep_supervision_inference = deep_supervision_inference
