@@ -138,6 +138,9 @@ class SchedulerConfig(_Section):
     step_size: int = Field(30, ge=1)
     gamma: float = Field(0.1, gt=0.0)
     patience: int = Field(5, ge=0)
+    # With train.max_minutes, poly and cosine decay over the time budget (estimated from the
+    # measured step time) when it ends before the epochs/iterations would.
+    fit_budget: bool = True
 
 
 class TrainConfig(_Section):

@@ -137,3 +137,31 @@ def test_early_stopping_and_accumulation(tmp_path):
     assert state["epoch"] == 2 and state["finished"]
     # 3 batches per epoch: a step after batch 2 and one for the leftover batch 3.
     assert state["iteration"] == 2 * 2
+
+
+class RecordLR:
+    def __init__(self):
+        self.lrs = []
+
+    def on_step(self, trainer, logs):
+        self.lrs.append(logs["lr"])
+
+
+@pytest.mark.parametrize("fit_budget", [True, False])
+def test_time_budget_ends_the_decay_when_it_ends_the_run(tmp_path, fit_budget):
+    """A budget that cuts the epochs short still anneals poly to ~0 (unless told not to)."""
+    config = tiny_config(
+        tmp_path,
+        epochs=100000,
+        max_minutes=0.04,
+        scheduler={"name": "poly", "warmup_iters": 2, "fit_budget": fit_budget},
+    )
+    recorder = RecordLR()
+    workflows.train(config, callbacks=[recorder])
+    assert len(recorder.lrs) > 10
+    final = recorder.lrs[-1] / 0.01
+    if fit_budget:
+        assert final < 0.1
+        assert max(recorder.lrs[5:]) <= 0.01
+    else:
+        assert final > 0.99

@@ -96,6 +96,8 @@ class Trainer:
         self.elapsed = 0.0
         self.excluded_seconds = 0.0
         self.stop_reason = ""
+        self._started = time.perf_counter()
+        self._first_iteration = 0
 
     # ----------------------------------------------------------------- bookkeeping
     def _total_optimizer_steps(self) -> int:
@@ -194,9 +196,35 @@ class Trainer:
 
     def _step_schedules(self) -> None:
         warmup = self.train_cfg.scheduler.warmup_iters
+        self._fit_schedule_to_budget()
         # The plateau schedule owns the LR after warm-up; LambdaLR would otherwise reset it.
         if self.plateau is None or self.state.iteration <= warmup:
             self.scheduler.step()
+
+    def _fit_schedule_to_budget(self) -> None:
+        """Shorten the poly/cosine span so the decay ends with a ``max_minutes`` budget.
+
+        A schedule sized in epochs that the budget cuts off would stop at a high learning
+        rate, losing the end of the decay, where most of the final accuracy comes from. The
+        span becomes ``steps so far + remaining seconds / seconds per step`` (measured in
+        this process, validation excluded), re-estimated each step and never longer than the
+        configured epochs/iterations. It is kept in the scheduler's state, so a resumed run
+        continues from it.
+        """
+        cfg = self.train_cfg
+        sched = cfg.scheduler
+        if cfg.max_minutes is None or not sched.fit_budget or sched.name not in ("poly", "cosine"):
+            return
+        done = self.state.iteration - self._first_iteration
+        # The first steps carry start-up costs (worker start, allocator warm-up).
+        if done < 5:
+            return
+        seconds = self.training_seconds(self._started)
+        remaining = max(cfg.max_minutes * 60 - seconds, 0.0)
+        estimate = self.state.iteration + math.ceil(remaining * done / max(seconds, 1e-9))
+        span = max(min(self.total_steps, estimate), sched.warmup_iters + 1)
+        for factor in self.scheduler.lr_lambdas:
+            factor.total = span
 
     def _train_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
         device = self.runtime.device
@@ -331,6 +359,7 @@ class Trainer:
             return self.state.history[-1] if self.state.history else {}
         self._call("on_train_start")
         started = time.perf_counter() - self.elapsed
+        self._started, self._first_iteration = started, self.state.iteration
         max_epochs = self.train_cfg.epochs if self.train_cfg.iterations is None else None
         stop = False
         while not stop and (max_epochs is None or self.state.epoch < max_epochs):
