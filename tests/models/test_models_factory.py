@@ -129,3 +129,30 @@ def test_all_errors_are_pixelseg_errors() -> None:
     model = create("unet", 2, base_channels=4)
     with pytest.raises(PixelsegError):
         model(torch.zeros(1, 2, 16, 16))
+
+
+def test_input_scale_runs_the_net_on_a_resized_input_and_returns_input_size_logits():
+    torch.manual_seed(0)
+    scaled = create("unet", 3, encoder="resnet18", input_scale=0.5).eval()
+    plain = create("unet", 3, encoder="resnet18").eval()
+    plain.load_state_dict(scaled.state_dict())
+    x = torch.randn(2, 3, 70, 90)
+    with torch.no_grad():
+        out = scaled(x)
+        small = torch.nn.functional.interpolate(
+            x, size=(35, 45), mode="bilinear", align_corners=False, antialias=True
+        )
+        expected = torch.nn.functional.interpolate(
+            plain(small), size=(70, 90), mode="bilinear", align_corners=False
+        )
+    assert out.shape == (2, 3, 70, 90)
+    torch.testing.assert_close(out, expected)
+
+
+def test_input_scale_applies_to_every_deep_supervision_output_and_is_checked():
+    model = create("unetpp", 2, base_channels=4, deep_supervision=True, input_scale=0.5).train()
+    outs = model(torch.randn(1, 3, 33, 47))
+    assert [tuple(o.shape) for o in outs] == [(1, 2, 33, 47)] * 4
+    for bad in (0, -1, "half", 10):
+        with pytest.raises(ValueError, match="input_scale"):
+            create("unet", 2, input_scale=bad)

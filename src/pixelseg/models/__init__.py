@@ -84,15 +84,20 @@ def create(
     """Build model ``name`` predicting ``num_classes`` from ``in_channels``-channel images.
 
     ``encoder`` picks the backbone (``available_encoders()``; None = the model's default);
-    ``options`` are the model's keyword arguments. Unknown names or options raise
-    InvalidInputError listing the valid choices.
+    ``options`` are the model's keyword arguments, plus ``input_scale`` which every model
+    takes (see :class:`SegmentationModel`: the network runs on the input resized by that
+    factor, logits return at input size). Unknown names or options raise InvalidInputError
+    listing the valid choices.
     """
     if not isinstance(name, str) or name not in _BUILDERS:
         raise unknown_choice("model", str(name), _BUILDERS)
     if encoder is not None and not isinstance(encoder, str):
         raise InvalidInputError(f"encoder must be a name (str) or None, got {encoder!r}")
     builder = _BUILDERS[name]
+    options = dict(options)
+    input_scale = options.pop("input_scale", 1.0)
     valid, takes_any = _options(builder)
+    valid = [*valid, "input_scale"]
     unknown = sorted(set(options) - set(valid))
     if unknown and not takes_any:
         hints = [_with_hint(k, valid) for k in unknown]
@@ -105,4 +110,5 @@ def create(
         kwargs["encoder"] = encoder
     elif encoder is not None:
         raise InvalidInputError(f"model {name!r} takes no encoder, got encoder={encoder!r}")
-    return builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    return model.set_input_scale(input_scale)

@@ -140,11 +140,23 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def check_input_scale(value: object) -> float:
+    """Return ``value`` as a float in (0, 4], else raise InvalidInputError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 4:
+        raise InvalidInputError(f"input_scale must be a number in (0, 4], got {value!r}")
+    return float(value)
+
+
 class SegmentationModel(nn.Module):
     """Base class: checks ``x [B, in_channels, H, W]``, pads, runs the net, crops logits back.
 
     Subclasses implement ``forward_padded(x) -> logits [B, num_classes, H', W']`` (or a list
     of such tensors) for inputs whose H', W' are multiples of ``size_multiple``.
+
+    ``input_scale`` (default 1) resizes the input by that factor before the network and the
+    logits back to the input size after it: a model trained on half-size images keeps
+    predicting (and being scored) at full resolution in training, evaluation, prediction
+    and export alike, because the resize lives in the model rather than in each caller.
     """
 
     def __init__(self, num_classes: int, in_channels: int, size_multiple: int) -> None:
@@ -152,6 +164,12 @@ class SegmentationModel(nn.Module):
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.size_multiple = size_multiple
+        self.input_scale = 1.0
+
+    def set_input_scale(self, scale: float) -> SegmentationModel:
+        """Run the network on input resized by ``scale``; logits come back at input size."""
+        self.input_scale = check_input_scale(scale)
+        return self
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Logits for an input already padded to ``size_multiple``."""
@@ -168,6 +186,32 @@ class SegmentationModel(nn.Module):
     ) -> torch.Tensor | list[torch.Tensor]:
         """Check ``x``, pad it to ``size_multiple``, apply ``fn``, crop its output(s) back."""
         check_image_batch(x, self.in_channels)
+        if self.input_scale != 1.0:
+            return self._run_scaled(fn, x)
+        return self._run_padded(fn, x)
+
+    def _run_scaled(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+        x: torch.Tensor,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        h, w = x.shape[-2:]
+        size = (max(round(h * self.input_scale), 1), max(round(w * self.input_scale), 1))
+        # Antialiasing when shrinking, as image libraries (PIL, OpenCV INTER_AREA) do.
+        shrink = self.input_scale < 1.0
+        small = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        out = self._run_padded(fn, small)
+
+        def restore(logits: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+
+        return [restore(o) for o in out] if isinstance(out, list) else restore(out)
+
+    def _run_padded(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+        x: torch.Tensor,
+    ) -> torch.Tensor | list[torch.Tensor]:
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, self.size_multiple)
         out = fn(padded)
