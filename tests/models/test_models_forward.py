@@ -59,5 +59,6 @@ def test_batch_and_eval_mode(name: str) -> None:
         batch = model(x)
         single = model(x[1:])
     assert batch.shape == (2, 3, 40, 56)
-    # Eval mode: each image is processed independently of the others in the batch.
-    torch.testing.assert_close(batch[1:], single, rtol=1e-4, atol=1e-4)
+    # Eval mode: each image is processed independently of the others in the batch (batch
+    # statistics would differ by far more than the rounding of batch-size-specific kernels).
+    torch.testing.assert_close(batch[1:], single, rtol=1e-3, atol=1e-3)
