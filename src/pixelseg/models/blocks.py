@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelseg.models.base import check_choice
+from pixelseg.models.folding import folded_weight_and_bias
 
 __all__ = ["ASPP", "UPSAMPLING_MODES", "ConvBNReLU", "DecoderBlock"]
 
@@ -52,12 +53,6 @@ class ConvBNReLU(nn.Module):
         )
         self.bn = nn.BatchNorm2d(out_channels)
 
-    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Conv weight and bias with the eval-mode BatchNorm affine map folded in."""
-        bn = self.bn
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        return self.conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_channels, H, W]`` -> ``[B, out_channels, H, W]``."""
         if self.depthwise is not None:
@@ -65,7 +60,7 @@ class ConvBNReLU(nn.Module):
         if self.training or self.bn.running_var is None:
             x = self.bn(self.conv(x))
         else:
-            weight, bias = self._folded()
+            weight, bias = folded_weight_and_bias(self.conv, self.bn)
             conv = self.conv
             x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
         return F.relu(x, inplace=True)

@@ -19,7 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["fold_batchnorm_at_inference"]
+__all__ = ["fold_batchnorm_at_inference", "folded_weight_and_bias"]
+
+
+def folded_weight_and_bias(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one conv equal to ``bn(conv(x))`` with ``bn`` in eval mode."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+    bias = bn.bias - bn.running_mean * scale  # type: ignore[operator]
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale[:, None, None, None], bias
 
 
 def _folds(bn: nn.BatchNorm2d) -> bool:
@@ -35,11 +46,7 @@ class _FoldingConv2d(nn.Conv2d):
         bn = self._folded_bn
         if not _folds(bn):
             return super().forward(x)
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # type: ignore[operator]
-        weight = self.weight * scale[:, None, None, None]
-        bias = bn.bias - bn.running_mean * scale  # type: ignore[operator]
-        if self.bias is not None:
-            bias = bias + self.bias * scale
+        weight, bias = folded_weight_and_bias(self, bn)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
