@@ -3,7 +3,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pixelseg.engine.sampling import EpochSampler, SeededDataset, sample_seed
+import itertools
+
+import pytest
+
+from pixelseg.engine.sampling import EpochBatchSampler, EpochSampler, SeededDataset, sample_seed
 
 
 def test_epoch_sampler_is_seeded_by_epoch_and_resumable():
@@ -14,6 +18,19 @@ def test_epoch_sampler_is_seeded_by_epoch_and_resumable():
     assert sorted(i for i, _ in a) == list(range(10))
     tail = list(EpochSampler(10, seed=3, epoch=1, start=4))
     assert tail == a[4:] and len(EpochSampler(10, seed=3, epoch=1, start=4)) == 6
+
+
+def test_epoch_batch_sampler_runs_on_epoch_after_epoch_and_resumes_mid_epoch():
+    stream = list(itertools.islice(EpochBatchSampler(10, 4, seed=3, epoch=1), 9))
+    # 3 batches per epoch (4, 4, 2); no batch mixes two epochs.
+    assert [len(b) for b in stream] == [4, 4, 2] * 3
+    assert [{e for _, e in b} for b in stream] == [{1}] * 3 + [{2}] * 3 + [{3}] * 3
+    for epoch, batches in zip((1, 2, 3), (stream[:3], stream[3:6], stream[6:]), strict=True):
+        assert sum(batches, []) == list(EpochSampler(10, seed=3, epoch=epoch))
+    resumed = list(itertools.islice(EpochBatchSampler(10, 4, seed=3, epoch=2, start_batch=1), 5))
+    assert resumed == stream[4:]
+    with pytest.raises(ValueError, match="length >= 1"):
+        EpochBatchSampler(0, 4, seed=3)
 
 
 class _Noisy(torch.utils.data.Dataset):

@@ -165,3 +165,22 @@ def test_time_budget_ends_the_decay_when_it_ends_the_run(tmp_path, fit_budget):
         assert max(recorder.lrs[5:]) <= 0.01
     else:
         assert final > 0.99
+
+
+def test_one_training_loader_serves_every_epoch(tmp_path, monkeypatch):
+    """Workers are not restarted each epoch: the run builds its training loader once."""
+    from pixelseg.engine import trainer as trainer_module
+
+    built = []
+
+    class CountingLoader(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("batch_sampler") is not None:
+                built.append(self)
+
+    monkeypatch.setattr(trainer_module, "DataLoader", CountingLoader)
+    workflows.train(tiny_config(tmp_path, workers=1, epochs=3))
+    assert len(built) == 1
+    run = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert run["epoch"] == 3 and run["iteration"] == 9

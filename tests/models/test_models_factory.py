@@ -156,3 +156,17 @@ def test_input_scale_applies_to_every_deep_supervision_output_and_is_checked():
     for bad in (0, -1, "half", 10):
         with pytest.raises(ValueError, match="input_scale"):
             create("unet", 2, input_scale=bad)
+
+
+def test_training_logits_network_keeps_training_outputs_at_the_network_size():
+    model = create("unet", 3, encoder="resnet18", input_scale=0.5, training_logits="network")
+    x = torch.randn(2, 3, 64, 96)
+    assert model.train()(x).shape == (2, 3, 32, 48)
+    assert model.eval()(x).shape == (2, 3, 64, 96)
+    deep = create(
+        "unetpp", 2, base_channels=4, deep_supervision=True, input_scale=0.5,
+        training_logits="network",
+    ).train()
+    assert [tuple(o.shape) for o in deep(torch.randn(1, 3, 32, 48))] == [(1, 2, 16, 24)] * 4
+    with pytest.raises(ValueError, match="training_logits"):
+        create("unet", 2, input_scale=0.5, training_logits="half")

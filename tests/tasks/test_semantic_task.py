@@ -7,7 +7,7 @@ import torch
 
 from pixelseg import losses
 from pixelseg.tasks.base import Task
-from pixelseg.tasks.semantic import SemanticTask
+from pixelseg.tasks.semantic import SemanticTask, mask_like
 
 
 def make_task(**kwargs):
@@ -64,3 +64,16 @@ def test_denormalize_inverts_normalisation():
     drawn = make_task().denormalize(normalised, mean, std)
     assert drawn.shape == (1, 2, 3)
     assert drawn[0, 0].tolist() == [51, 128, 255]
+
+
+def test_logits_smaller_than_the_mask_meet_the_nearest_downsampled_mask():
+    mask = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255], [2, 2, 255, 255]]])
+    small = mask_like(mask, torch.zeros(1, 3, 2, 2))
+    assert small.tolist() == [[[0, 1], [2, 255]]] and small.dtype == mask.dtype
+    assert mask_like(mask, torch.zeros(1, 3, 4, 4)) is mask
+    logits = torch.randn(1, 3, 2, 2)
+    expected = float(losses.create("ce", ignore_index=255)(logits, small))
+    assert float(make_task().loss(logits, {"mask": mask})) == pytest.approx(expected)
+    # Larger (or mixed) sizes are not resized: the loss reports the mismatch.
+    with pytest.raises(ValueError):
+        make_task().loss(torch.randn(1, 3, 8, 8), {"mask": mask})

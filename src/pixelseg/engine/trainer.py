@@ -8,10 +8,12 @@ stopping and exact resume.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from pixelseg.engine.checkpoint import (
     save_checkpoint,
 )
 from pixelseg.engine.device import autocast_context, make_grad_scaler, resolve_runtime
-from pixelseg.engine.sampling import EpochSampler, SeededDataset, seed_worker
+from pixelseg.engine.sampling import EpochBatchSampler, SeededDataset, seed_worker
 from pixelseg.engine.schedules import build_optimizer, build_scheduler
 from pixelseg.errors import CheckpointError, NonFiniteError, TrainingDivergedError
 
@@ -98,6 +100,7 @@ class Trainer:
         self.stop_reason = ""
         self._started = time.perf_counter()
         self._first_iteration = 0
+        self._batches: Iterator[Any] | None = None
 
     # ----------------------------------------------------------------- bookkeeping
     def _total_optimizer_steps(self) -> int:
@@ -116,25 +119,36 @@ class Trainer:
             if method is not None:
                 method(self, *args)
 
-    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
-        data = self.config.data
-        sampler = EpochSampler(
-            len(self.train_set),
-            seed=self.config.seed,
-            epoch=epoch,
-            start=start_batch * data.batch_size,
-        )
-        return DataLoader(
-            self.train_set,
-            batch_size=data.batch_size,
-            sampler=sampler,
-            num_workers=data.num_workers,
-            collate_fn=self.task.collate,
-            worker_init_fn=seed_worker,
-            generator=torch.Generator().manual_seed(self.config.seed + epoch),
-            pin_memory=self.runtime.device.type == "cuda",
-            persistent_workers=False,
-        )
+    def _train_batches(self) -> Iterator[Any]:
+        """The training batches from the current position on, one loader for the whole run.
+
+        Workers (if any) persist across epochs and prefetch over epoch boundaries; the
+        order and augmentation still depend only on ``(seed, epoch, position)``.
+        """
+        if self._batches is None:
+            data = self.config.data
+            sampler = EpochBatchSampler(
+                len(self.train_set),
+                data.batch_size,
+                seed=self.config.seed,
+                epoch=self.state.epoch,
+                start_batch=self.state.batch_in_epoch,
+            )
+            loader = DataLoader(
+                self.train_set,
+                batch_sampler=sampler,
+                num_workers=data.num_workers,
+                collate_fn=self.task.collate,
+                worker_init_fn=seed_worker,
+                generator=torch.Generator().manual_seed(self.config.seed + self.state.epoch),
+                pin_memory=self.runtime.device.type == "cuda",
+            )
+            self._batches = iter(loader)
+        return self._batches
+
+    def _close_batches(self) -> None:
+        """Shut the training loader's workers down (they would otherwise prefetch forever)."""
+        self._batches = None
 
     def _payload(self) -> dict[str, Any]:
         return {
@@ -265,10 +279,10 @@ class Trainer:
     def _run_epoch(self, started: float) -> bool:
         """Train one epoch (or its remainder). Returns True if the run must stop."""
         self.model.train()
-        loader = self._loader(self.state.epoch, self.state.batch_in_epoch)
+        remaining = self.steps_per_epoch - self.state.batch_in_epoch
         losses, images, tick = [], 0, time.perf_counter()
         every = self.train_cfg.checkpoint_every
-        for batch in loader:
+        for batch in itertools.islice(self._train_batches(), remaining):
             value, stepped = self._train_batch(batch)
             self.state.batch_in_epoch += 1
             losses.append(value)
@@ -360,6 +374,16 @@ class Trainer:
         self._call("on_train_start")
         started = time.perf_counter() - self.elapsed
         self._started, self._first_iteration = started, self.state.iteration
+        try:
+            self._train_to_end(started)
+        finally:
+            self._close_batches()
+        self._call("on_train_end")
+        if self.stop_reason:
+            log.info("training stopped: %s", self.stop_reason)
+        return self.state.history[-1] if self.state.history else {}
+
+    def _train_to_end(self, started: float) -> None:
         max_epochs = self.train_cfg.epochs if self.train_cfg.iterations is None else None
         stop = False
         while not stop and (max_epochs is None or self.state.epoch < max_epochs):
@@ -377,10 +401,6 @@ class Trainer:
                 max_epochs is not None and self.state.epoch >= max_epochs
             )
             self.save("last.pt")
-        self._call("on_train_end")
-        if self.stop_reason:
-            log.info("training stopped: %s", self.stop_reason)
-        return self.state.history[-1] if self.state.history else {}
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

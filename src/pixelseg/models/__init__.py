@@ -84,10 +84,11 @@ def create(
     """Build model ``name`` predicting ``num_classes`` from ``in_channels``-channel images.
 
     ``encoder`` picks the backbone (``available_encoders()``; None = the model's default);
-    ``options`` are the model's keyword arguments, plus ``input_scale`` which every model
-    takes (see :class:`SegmentationModel`: the network runs on the input resized by that
-    factor, logits return at input size). Unknown names or options raise InvalidInputError
-    listing the valid choices.
+    ``options`` are the model's keyword arguments, plus ``input_scale`` and
+    ``training_logits`` which every model takes (see :class:`SegmentationModel`: the network
+    runs on the input resized by that factor, logits return at input size, in training
+    mode at the network's size with ``training_logits="network"``). Unknown names or
+    options raise InvalidInputError listing the valid choices.
     """
     if not isinstance(name, str) or name not in _BUILDERS:
         raise unknown_choice("model", str(name), _BUILDERS)
@@ -96,8 +97,9 @@ def create(
     builder = _BUILDERS[name]
     options = dict(options)
     input_scale = options.pop("input_scale", 1.0)
+    training_logits = options.pop("training_logits", "input")
     valid, takes_any = _options(builder)
-    valid = [*valid, "input_scale"]
+    valid = [*valid, "input_scale", "training_logits"]
     unknown = sorted(set(options) - set(valid))
     if unknown and not takes_any:
         hints = [_with_hint(k, valid) for k in unknown]
@@ -111,4 +113,4 @@ def create(
     elif encoder is not None:
         raise InvalidInputError(f"model {name!r} takes no encoder, got encoder={encoder!r}")
     model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
-    return model.set_input_scale(input_scale)
+    return model.set_input_scale(input_scale, training_logits=training_logits)

@@ -7,12 +7,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
 from pixelseg.metrics import ConfusionMatrix, per_image_scores
 
-__all__ = ["SemanticTask"]
+__all__ = ["SemanticTask", "mask_like"]
+
+
+def mask_like(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``mask [B, H, W]`` at the spatial size of ``logits [B, C, h, w]`` (nearest, no mixing).
+
+    Labels are never interpolated: each output pixel takes one input label, so the ignore
+    value and class ids survive. Returns ``mask`` itself unless the logits are smaller in
+    both dimensions (anything else is a mismatch the loss reports).
+    """
+    size = tuple(logits.shape[-2:])
+    if mask.dim() != 3 or not all(s < m for s, m in zip(size, mask.shape[-2:], strict=True)):
+        return mask
+    resized = F.interpolate(mask[:, None].float(), size=size, mode="nearest")
+    return resized[:, 0].to(mask.dtype)
 
 
 class SemanticTask:
@@ -20,7 +35,9 @@ class SemanticTask:
 
     ``loss_fn`` takes ``(logits, mask)``. When a model supervises deeply it returns a list
     of logits in training mode; the loss is then the weighted sum over that list, with
-    ``deep_supervision_weights`` (default: equal weights summing to 1).
+    ``deep_supervision_weights`` (default: equal weights summing to 1). Logits smaller than
+    the mask (a model trained with ``training_logits="network"``) are compared with the
+    mask nearest-downsampled to their size.
     """
 
     def __init__(
@@ -55,8 +72,11 @@ class SemanticTask:
                     f"loss.deep_supervision_weights has {len(weights)} values but the model "
                     f"returned {len(output)} outputs"
                 )
-            return sum(w * self.loss_fn(o, target) for w, o in zip(weights, output, strict=True))
-        return self.loss_fn(output, target)
+            return sum(
+                w * self.loss_fn(o, mask_like(target, o))
+                for w, o in zip(weights, output, strict=True)
+            )
+        return self.loss_fn(output, mask_like(target, output))
 
     def predict(self, output: Any) -> torch.Tensor:
         logits = output[-1] if isinstance(output, list | tuple) else output
