@@ -184,3 +184,11 @@ def test_one_training_loader_serves_every_epoch(tmp_path, monkeypatch):
     assert len(built) == 1
     run = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
     assert run["epoch"] == 3 and run["iteration"] == 9
+
+
+def test_a_fresh_run_into_the_same_folder_starts_a_new_log(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    workflows.train(config)
+    workflows.train(config)
+    with open(tmp_path / "run" / "log.csv") as stream:
+        assert [int(r["epoch"]) for r in csv.DictReader(stream)] == [1, 2]

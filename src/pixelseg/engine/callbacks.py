@@ -72,7 +72,8 @@ class CSVLogger(Callback):
 
     Appending (not rewriting) keeps the history of a resumed run in one file; rows for epochs
     a resumed run repeats are not duplicated because the run restarts after the last
-    checkpointed epoch.
+    checkpointed epoch. A fresh run into the same folder starts a new file, as it replaces
+    the checkpoints there.
     """
 
     columns = (
@@ -91,6 +92,12 @@ class CSVLogger(Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._pending: dict[str, Any] = {}
+
+    def on_train_start(self, trainer: Any) -> None:
+        state = trainer.state
+        fresh = state.epoch == 0 and state.iteration == 0 and state.batch_in_epoch == 0
+        if fresh:
+            self.path.unlink(missing_ok=True)
 
     def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
         self._pending.update(

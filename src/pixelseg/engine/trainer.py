@@ -200,13 +200,15 @@ class Trainer:
             return True
         return False
 
-    def training_seconds(self, started: float) -> float:
-        """Wall-clock seconds spent training since ``started``, validation left out.
+    def training_seconds(self, started: float | None = None) -> float:
+        """Wall-clock seconds spent training since ``started`` (default: this fit's start),
+        validation left out.
 
         Callbacks that do their own evaluation (benchmarks) add its time to
         ``excluded_seconds`` so that a ``max_minutes`` budget counts training alone.
         """
-        return time.perf_counter() - started - self.excluded_seconds
+        begin = self._started if started is None else started
+        return time.perf_counter() - begin - self.excluded_seconds
 
     def _step_schedules(self) -> None:
         warmup = self.train_cfg.scheduler.warmup_iters

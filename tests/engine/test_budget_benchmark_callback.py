@@ -1,0 +1,71 @@
+"""The wall-clock benchmarks' curve callback: its scoring time is left out of the budget."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pixelseg import workflows
+from pixelseg.config import parse_config
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def _camvid_script():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "pixelseg_bench_camvid", BENCHMARKS / "camvid.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        while str(BENCHMARKS) in sys.path:  # the script adds its folder too
+            sys.path.remove(str(BENCHMARKS))
+
+
+def test_curve_callback_scores_on_the_trainers_clock_and_excludes_its_own_time(tmp_path):
+    bench = _camvid_script()
+    config = parse_config(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "data": {"synthetic": {"num_train": 8, "num_val": 2, "size": 32}, "batch_size": 4},
+            "model": {"name": "unet", "options": {"base_channels": 4}},
+            "train": {"epochs": 3, "progress": False, "tensorboard": False, "val_every": 100},
+        }
+    )
+    calls = []
+
+    def slow_score(model):
+        assert not model.training
+        calls.append(time.perf_counter())
+        time.sleep(0.1)
+        return {"miou": 0.5}
+
+    curve = bench.Curve("pixelseg")
+    callback = bench.CurveCallback(curve, every=1e-9, score_fn=slow_score)
+    seen = []
+
+    class Spy:
+        def on_train_end(self, trainer):
+            seen.append(trainer)
+
+    tick = time.perf_counter()
+    workflows.train(config, callbacks=[callback, Spy()])
+    wall = time.perf_counter() - tick
+    trainer = seen[0]
+    # The mark is tiny: scored after each of the 6 steps, then once more at the end.
+    assert len(curve.points) == len(calls) == 7
+    assert all(metrics == {"miou": 0.5} for _, metrics in curve.points)
+    minutes = [m for m, _ in curve.points]
+    assert minutes == sorted(minutes)
+    assert trainer.excluded_seconds >= 0.7
+    assert minutes[-1] * 60 < wall - 0.7
