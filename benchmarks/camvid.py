@@ -51,8 +51,10 @@ class CurveCallback:
     def __init__(self, curve: Curve, every: float, score_fn) -> None:
         self.curve, self.every, self.score_fn = curve, every, score_fn
         self.next_mark = every
+        self.scored_iteration = -1
 
     def _score(self, trainer) -> None:
+        self.scored_iteration = trainer.state.iteration
         tick = time.perf_counter()
         trainer.model.eval()
         metrics = self.score_fn(trainer.model)
@@ -69,7 +71,8 @@ class CurveCallback:
             self.next_mark += self.every
 
     def on_train_end(self, trainer) -> None:
-        self._score(trainer)
+        if trainer.state.iteration != self.scored_iteration:  # not scored at this step yet
+            self._score(trainer)
 
 
 def run_pixelseg(args, val) -> Curve:

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 import itertools
 
+import numpy as np
 import pytest
+import torch
 
 from pixelseg.engine.sampling import EpochBatchSampler, EpochSampler, SeededDataset, sample_seed
 
@@ -26,7 +25,8 @@ def test_epoch_batch_sampler_runs_on_epoch_after_epoch_and_resumes_mid_epoch():
     assert [len(b) for b in stream] == [4, 4, 2] * 3
     assert [{e for _, e in b} for b in stream] == [{1}] * 3 + [{2}] * 3 + [{3}] * 3
     for epoch, batches in zip((1, 2, 3), (stream[:3], stream[3:6], stream[6:]), strict=True):
-        assert sum(batches, []) == list(EpochSampler(10, seed=3, epoch=epoch))
+        flat = list(itertools.chain.from_iterable(batches))
+        assert flat == list(EpochSampler(10, seed=3, epoch=epoch))
     resumed = list(itertools.islice(EpochBatchSampler(10, 4, seed=3, epoch=2, start_batch=1), 5))
     assert resumed == stream[4:]
     with pytest.raises(ValueError, match="length >= 1"):

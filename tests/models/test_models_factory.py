@@ -164,7 +164,11 @@ def test_training_logits_network_keeps_training_outputs_at_the_network_size():
     assert model.train()(x).shape == (2, 3, 32, 48)
     assert model.eval()(x).shape == (2, 3, 64, 96)
     deep = create(
-        "unetpp", 2, base_channels=4, deep_supervision=True, input_scale=0.5,
+        "unetpp",
+        2,
+        base_channels=4,
+        deep_supervision=True,
+        input_scale=0.5,
         training_logits="network",
     ).train()
     assert [tuple(o.shape) for o in deep(torch.randn(1, 3, 32, 48))] == [(1, 2, 16, 24)] * 4
