@@ -72,8 +72,12 @@ class SemanticTask:
                     f"loss.deep_supervision_weights has {len(weights)} values but the model "
                     f"returned {len(output)} outputs"
                 )
+            # Deep-supervision outputs share one size: downsample the mask once per size.
+            targets: dict[tuple[int, ...], torch.Tensor] = {}
+            for o in output:
+                targets.setdefault(tuple(o.shape[-2:]), mask_like(target, o))
             return sum(
-                w * self.loss_fn(o, mask_like(target, o))
+                w * self.loss_fn(o, targets[tuple(o.shape[-2:])])
                 for w, o in zip(weights, output, strict=True)
             )
         return self.loss_fn(output, mask_like(target, output))
