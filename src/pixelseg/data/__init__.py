@@ -36,6 +36,7 @@ from pixelseg.data.transforms import (
     TRANSFORM_NAMES,
     SegmentationTransform,
     build_transforms,
+    channel_stats,
     resolve_normalization,
     to_tensors,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "SyntheticShapes",
     "build_transforms",
     "camvid",
+    "channel_stats",
     "label_colormap",
     "list_images",
     "membrane",

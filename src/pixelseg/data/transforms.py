@@ -30,6 +30,7 @@ __all__ = [
     "TRANSFORM_NAMES",
     "SegmentationTransform",
     "build_transforms",
+    "channel_stats",
     "resolve_normalization",
     "to_tensors",
 ]
@@ -69,16 +70,21 @@ def resolve_normalization(
     return m, s
 
 
-def _stats_for(values: tuple[float, ...], channels: int, what: str) -> np.ndarray:
-    """Match per-channel stats to an image: broadcast one value, average RGB stats for grey."""
-    arr = np.asarray(values, dtype=np.float32)
+def channel_stats(values: Sequence[float], channels: int, what: str = "stats") -> list[float]:
+    """Per-channel stats for a ``channels``-channel image: as given, one value broadcast, or
+    RGB stats averaged (for grey or other non-RGB inputs, e.g. ImageNet stats on greyscale)."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
     if arr.size == channels:
-        return arr
+        return arr.tolist()
     if arr.size == 1:
-        return np.repeat(arr, channels)
-    if arr.size == 3 and channels == 1:
-        return arr.mean(keepdims=True)
+        return np.repeat(arr, channels).tolist()
+    if arr.size == 3:
+        return [float(arr.mean())] * channels
     raise InvalidInputError(f"{what} has {arr.size} values but the image has {channels} channels")
+
+
+def _stats_for(values: tuple[float, ...], channels: int, what: str) -> np.ndarray:
+    return np.asarray(channel_stats(values, channels, what), dtype=np.float32)
 
 
 def _mask_for_cv2(mask: np.ndarray, fill_mask: int) -> np.ndarray:

@@ -22,10 +22,12 @@ from pixelseg.data import (
     SegmentationFolder,
     SyntheticShapes,
     build_transforms,
+    channel_stats,
     random_split,
     read_split_file,
+    resolve_normalization,
 )
-from pixelseg.errors import ConfigError
+from pixelseg.errors import ConfigError, InvalidInputError
 from pixelseg.tasks.semantic import SemanticTask
 
 __all__ = [
@@ -40,9 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Offset between the training and validation seeds of the synthetic set, so the two never
 # contain the same image.
@@ -69,20 +68,20 @@ class DataBundle:
 def normalization(data: DataConfig) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (0..1 units) for ``data.in_channels`` channels."""
     channels = data.in_channels
-    if data.normalize == "custom":
+    if data.normalize != "custom":
+        mean, std = resolve_normalization(data.normalize)
+    else:
         mean, std = list(data.mean or []), list(data.std or [])
         if len(mean) != channels or len(std) != channels:
             raise ConfigError(
                 f"data.mean and data.std need {channels} values (data.in_channels), got "
                 f"{len(mean)} and {len(std)}"
             )
-        return mean, std
-    if data.normalize == "none":
-        return [0.0] * channels, [1.0] * channels
-    if channels == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    # Grey input: the luminance-weighted ImageNet statistics, repeated per channel.
-    return [0.449] * channels, [0.226] * channels
+        try:
+            mean, std = resolve_normalization(mean, std)
+        except InvalidInputError as error:
+            raise ConfigError(f"data.mean/data.std: {error}") from None
+    return channel_stats(mean, channels, "mean"), channel_stats(std, channels, "std")
 
 
 def build_datasets(config: ExperimentConfig) -> DataBundle:

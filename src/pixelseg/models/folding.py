@@ -9,6 +9,11 @@ module tree and the state dict, and stop the model from training again; here the
 stay where they are with the same parameters, and only their behaviour in eval mode changes:
 the conv computes with folded weights and the BatchNorm passes its input through. In
 training mode (or with a BatchNorm still in training mode) both behave exactly as before.
+
+The folded weights are recomputed on every eval forward (about 1% of a ResNet's CPU
+latency) rather than cached: a cache keyed on tensor version counters would serve stale
+weights after edits that do not bump them (``param.data.copy_(...)``, some fused optimiser
+kernels), and a wrong validation score costs more than that 1%.
 """
 
 from __future__ import annotations
