@@ -6,9 +6,12 @@ on both sides, and both are scored by the same metric code at the data's full re
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -101,3 +104,46 @@ def print_curves(curves: list[Curve], marks: list[float], keys: list[str]) -> No
             point = curve.at(minute)
             cells += [f"{point.get(k, float('nan')):>24.4f}" for k in keys]
         print(f"{minute:>8.1f} " + " ".join(cells))
+
+
+def budget_parser(
+    doc: str, *, minutes: float, eval_every: float, data: str, config: str, out: str
+) -> argparse.ArgumentParser:
+    """The command line both budget benchmarks share; ``doc`` is the script's docstring."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=minutes)
+    parser.add_argument("--eval-every", type=float, default=eval_every)
+    parser.add_argument("--data", default=data)
+    parser.add_argument("--config", default=config)
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["pixelseg", "baseline"])
+    parser.add_argument("overrides", nargs="*", help="config overrides for pixelseg's side")
+    return parser
+
+
+def parse_budget_args(parser: argparse.ArgumentParser, what: str) -> argparse.Namespace:
+    """Parsed arguments, after checking the data folder exists and setting the threads."""
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        sys.exit(f"{what} not found at {args.data!r} (see ../shared/data/README.md)")
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def run_sides(
+    args: argparse.Namespace, pixelseg: Callable[[], Curve], baseline: Callable[[], Curve]
+) -> tuple[list[Curve], list[float]]:
+    """pixelseg's curve then the baseline's (either skipped by ``--only``), and the minutes
+    at which both were scored."""
+    curves = []
+    if args.only != "baseline":
+        curves.append(pixelseg())
+    if args.only != "pixelseg":
+        curves.append(baseline())
+    marks = sorted(
+        {*np.arange(args.eval_every, args.minutes + 1e-9, args.eval_every), args.minutes}
+    )
+    return curves, marks

@@ -16,7 +16,6 @@ Target (issue 3): pixelseg's validation mIoU >= 1.2x the baseline's at the 30-mi
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget import BudgetClock, Curve, print_curves, resize_pair, score, to_tensor
+from budget import (
+    BudgetClock,
+    Curve,
+    budget_parser,
+    parse_budget_args,
+    print_curves,
+    resize_pair,
+    run_sides,
+    score,
+    to_tensor,
+)
 from pixelseg import workflows
 from pixelseg.config import load_config
 from pixelseg.data import camvid
@@ -143,33 +152,22 @@ def run_baseline(args, val) -> Curve:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = budget_parser(
+        __doc__,
+        minutes=30.0,
+        eval_every=5.0,
+        data="../shared/data/camvid",
+        config="configs/camvid_unet.yaml",
+        out="runs/bench_camvid",
     )
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--eval-every", type=float, default=5.0)
-    parser.add_argument("--data", default="../shared/data/camvid")
-    parser.add_argument("--config", default="configs/camvid_unet.yaml")
-    parser.add_argument("--out", default="runs/bench_camvid")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=["pixelseg", "baseline"])
-    parser.add_argument("overrides", nargs="*", help="config overrides for pixelseg's side")
-    args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        sys.exit(f"CamVid not found at {args.data!r} (see ../shared/data/README.md)")
-    torch.set_num_threads(args.threads)
+    args = parse_budget_args(parser, "CamVid")
     mean, std = IMAGENET
     val = [
         (to_tensor(img, mean, std), torch.from_numpy(msk.astype(np.int64)))
         for img, msk in load_pairs(args.data, "val")
     ]
-    curves = []
-    if args.only != "baseline":
-        curves.append(run_pixelseg(args, val))
-    if args.only != "pixelseg":
-        curves.append(run_baseline(args, val))
-    marks = sorted(
-        {*np.arange(args.eval_every, args.minutes + 1e-9, args.eval_every), args.minutes}
+    curves, marks = run_sides(
+        args, lambda: run_pixelseg(args, val), lambda: run_baseline(args, val)
     )
     print(
         f"\nCamVid validation mIoU (101 images, 360x480) vs training minutes, {args.threads} threads"

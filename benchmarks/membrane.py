@@ -19,7 +19,6 @@ Target (issue 3): pixel error <= 0.061 (the U-Net paper's ISBI 2012 figure).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget import BudgetClock, Curve, print_curves, score, to_tensor
+from budget import (
+    BudgetClock,
+    Curve,
+    budget_parser,
+    parse_budget_args,
+    print_curves,
+    run_sides,
+    score,
+    to_tensor,
+)
 from camvid import CurveCallback
 from pixelseg import workflows
 from pixelseg.config import load_config
@@ -121,32 +129,21 @@ def run_baseline(args, val) -> Curve:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = budget_parser(
+        __doc__,
+        minutes=10.0,
+        eval_every=2.0,
+        data="../shared/data/membrane",
+        config="configs/membrane_unet.yaml",
+        out="runs/bench_membrane",
     )
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--eval-every", type=float, default=2.0)
-    parser.add_argument("--data", default="../shared/data/membrane")
-    parser.add_argument("--config", default="configs/membrane_unet.yaml")
-    parser.add_argument("--out", default="runs/bench_membrane")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=["pixelseg", "baseline"])
-    parser.add_argument("overrides", nargs="*", help="config overrides for pixelseg's side")
-    args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        sys.exit(f"membrane data not found at {args.data!r} (see ../shared/data/README.md)")
-    torch.set_num_threads(args.threads)
+    args = parse_budget_args(parser, "membrane data")
     val = [
         (to_tensor(img, (0.0,), (1.0,)), torch.from_numpy(m.astype(np.int64)))
         for img, m in pairs(args.data, "val")
     ]
-    curves = []
-    if args.only != "baseline":
-        curves.append(run_pixelseg(args, val))
-    if args.only != "pixelseg":
-        curves.append(run_baseline(args, val))
-    marks = sorted(
-        {*np.arange(args.eval_every, args.minutes + 1e-9, args.eval_every), args.minutes}
+    curves, marks = run_sides(
+        args, lambda: run_pixelseg(args, val), lambda: run_baseline(args, val)
     )
     print(f"\nISBI membrane, {len(val)} held-out 512x512 images, {args.threads} threads")
     print_curves(curves, marks, ["pixel_error", "pixel_error_tta", "membrane_dice"])

@@ -69,3 +69,22 @@ def test_curve_callback_scores_on_the_trainers_clock_and_excludes_its_own_time(t
     assert minutes == sorted(minutes)
     assert trainer.excluded_seconds >= 0.6
     assert minutes[-1] * 60 < wall - 0.6
+
+
+def test_run_sides_honours_only_and_scores_at_every_mark_and_the_end():
+    bench = _camvid_script()
+    budget = sys.modules["budget"]
+    parser = budget.budget_parser("doc", minutes=7.0, eval_every=3.0, data="d", config="c", out="o")
+    called = []
+
+    def side(name):
+        return lambda: called.append(name) or budget.Curve(name)
+
+    args = parser.parse_args(["--only", "baseline"])
+    curves, marks = budget.run_sides(args, side("pixelseg"), side("baseline"))
+    assert called == ["baseline"] and [c.name for c in curves] == ["baseline"]
+    assert marks == [3.0, 6.0, 7.0]
+    args = parser.parse_args(["--minutes", "4", "--eval-every", "2", "a=1"])
+    curves, marks = budget.run_sides(args, side("pixelseg"), side("baseline"))
+    assert [c.name for c in curves] == ["pixelseg", "baseline"] and marks == [2.0, 4.0]
+    assert args.overrides == ["a=1"] and bench.main.__module__ == "pixelseg_bench_camvid"
