@@ -83,8 +83,9 @@ def channel_stats(values: Sequence[float], channels: int, what: str = "stats") -
     raise InvalidInputError(f"{what} has {arr.size} values but the image has {channels} channels")
 
 
-def _stats_for(values: tuple[float, ...], channels: int, what: str) -> np.ndarray:
-    return np.asarray(channel_stats(values, channels, what), dtype=np.float32)
+def _stats_tensor(values: tuple[float, ...], channels: int, what: str) -> torch.Tensor:
+    """:func:`channel_stats` as a ``[C, 1, 1]`` float32 tensor that broadcasts over an image."""
+    return torch.tensor(channel_stats(values, channels, what), dtype=torch.float32).view(-1, 1, 1)
 
 
 def _mask_for_cv2(mask: np.ndarray, fill_mask: int) -> np.ndarray:
@@ -176,15 +177,15 @@ class SegmentationTransform:
                 image = image[:, :, None]
         tensor, target = to_tensors(image, mask)
         channels = tensor.shape[0]
-        mean = torch.from_numpy(_stats_for(self.mean, channels, "mean")).view(-1, 1, 1)
-        std = torch.from_numpy(_stats_for(self.std, channels, "std")).view(-1, 1, 1)
+        mean = _stats_tensor(self.mean, channels, "mean")
+        std = _stats_tensor(self.std, channels, "std")
         return (tensor - mean) / std, target
 
     def denormalize(self, image: torch.Tensor) -> np.ndarray:
         """Invert the normalisation for display: ``[C, H, W]`` tensor -> ``uint8 [H, W, C]``."""
         channels = image.shape[0]
-        mean = torch.from_numpy(_stats_for(self.mean, channels, "mean")).view(-1, 1, 1)
-        std = torch.from_numpy(_stats_for(self.std, channels, "std")).view(-1, 1, 1)
+        mean = _stats_tensor(self.mean, channels, "mean")
+        std = _stats_tensor(self.std, channels, "std")
         pixels = (image.detach().cpu().float() * std + mean) * 255.0
         return pixels.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
