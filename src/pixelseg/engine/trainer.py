@@ -346,6 +346,8 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """Streaming metrics over the validation set (mean loss included as ``val_loss``)."""
         self.model.eval()
+        # A fresh loader per validation, on purpose: validation runs a few times a fit, and
+        # persistent workers would sit idle (holding their memory) between validations.
         loader = DataLoader(
             self.val_set,  # type: ignore[arg-type]
             batch_size=self.config.data.val_batch_size or self.config.data.batch_size,
