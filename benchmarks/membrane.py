@@ -50,6 +50,7 @@ from pixelseg.inference import flip_tta
 from pixelseg.metrics import ConfusionMatrix, ThresholdSweep
 
 
+@torch.inference_mode()
 def score_membrane(predict, val, suffix: str = "") -> dict:
     """Membrane Dice and pixel error (1 - accuracy) of the argmax, and the challenge's pixel
     error of the cell probability, over the held-out images at full resolution."""
@@ -70,8 +71,7 @@ def score_both(model, val) -> dict:
     """Plain scores, and with flip test-time augmentation (``pixelseg predict --tta``):
     the identity, vertical, horizontal and both flips, softmax-averaged. EM images have no
     preferred orientation, so the flips are as likely as the originals."""
-    with torch.inference_mode():
-        return {**score_membrane(model, val), **score_membrane(flip_tta(model), val, "_tta")}
+    return {**score_membrane(model, val), **score_membrane(flip_tta(model), val, "_tta")}
 
 
 def pairs(root: str, split: str):

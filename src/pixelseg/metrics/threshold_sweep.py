@@ -63,11 +63,12 @@ class ThresholdSweep:
         of the same shape (``ignore_index`` pixels are skipped). Nothing is counted when
         this raises."""
         probs, positive = self._checked(probs, target)
+        num_positive = int(positive.sum())
         rows = []
         for t in self.thresholds:
             predicted = probs > t
             tp = int((predicted & positive).sum())
-            rows.append((tp, int(predicted.sum()) - tp, int(positive.sum()) - tp))
+            rows.append((tp, int(predicted.sum()) - tp, num_positive - tp))
         self._counts += torch.tensor(rows, dtype=torch.int64)
 
     def _checked(self, probs: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
