@@ -52,7 +52,8 @@ def load_pairs(root: str, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
 class CurveCallback:
     """Scores the model every ``every`` training minutes on the trainer's own clock.
 
-    ``score_fn(model) -> metrics`` runs in eval mode; its time is added to the trainer's
+    ``score_fn(model) -> metrics`` gets the trainer's inference model (the EMA of the weights
+    when the config keeps one) in eval mode; its time is added to the trainer's
     ``excluded_seconds``, so neither the budget nor the curve counts it (nor the trainer's
     own validation).
     """
@@ -65,8 +66,9 @@ class CurveCallback:
     def _score(self, trainer) -> None:
         self.scored_iteration = trainer.state.iteration
         tick = time.perf_counter()
-        trainer.model.eval()
-        metrics = self.score_fn(trainer.model)
+        model = trainer.inference_model
+        model.eval()
+        metrics = self.score_fn(model)
         trainer.model.train()
         trainer.excluded_seconds += time.perf_counter() - tick
         minutes = trainer.training_seconds() / 60

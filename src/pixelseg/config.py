@@ -154,6 +154,9 @@ class TrainConfig(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     grad_clip: float | None = Field(None, gt=0.0)
     accumulate: int = Field(1, ge=1)
+    # Validate, select and save an exponential moving average of the weights (e.g. 0.999;
+    # warmed up, so it suits short runs too); None trains and saves the raw weights only.
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     device: str = "auto"

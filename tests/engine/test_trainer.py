@@ -192,3 +192,34 @@ def test_a_fresh_run_into_the_same_folder_starts_a_new_log(tmp_path):
     workflows.train(config)
     with open(tmp_path / "run" / "log.csv") as stream:
         assert [int(r["epoch"]) for r in csv.DictReader(stream)] == [1, 2]
+
+
+def test_ema_is_validated_saved_as_the_model_and_resumed_exactly(tmp_path):
+    straight = tiny_config(tmp_path / "a", ema_decay=0.99)
+    metrics, run_dir = workflows.train(straight)
+    payload = load_checkpoint(run_dir / "last.pt")
+    assert payload["ema_updates"] == 4 * 3  # one per optimiser step: 3 a epoch
+    raw, averaged = payload["train_model"], payload["model"]
+    assert raw.keys() == averaged.keys()
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)
+    # The validation metrics are the EMA's: eval of the saved "model" reproduces them.
+    scores = workflows.eval_checkpoint(straight, run_dir / "last.pt", tmp_path / "eval")
+    assert scores["miou"] == pytest.approx(metrics["miou"], abs=1e-6)
+
+    interrupted = tiny_config(tmp_path / "b", ema_decay=0.99)
+    with pytest.raises(KeyboardInterrupt):
+        workflows.train(interrupted, callbacks=[StopAt(epoch=2)])
+    workflows.train(interrupted, resume=True)
+    resumed = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert resumed["ema_updates"] == payload["ema_updates"]
+    for key in ("model", "train_model"):
+        for name in payload[key]:
+            assert torch.equal(payload[key][name], resumed[key][name]), (key, name)
+
+
+def test_resuming_a_run_without_ema_under_ema_names_the_setting(tmp_path):
+    from pixelseg.errors import CheckpointError
+
+    workflows.train(tiny_config(tmp_path, epochs=1))
+    with pytest.raises(CheckpointError, match="train.ema_decay"):
+        workflows.train(tiny_config(tmp_path, epochs=2, ema_decay=0.99), resume=True)

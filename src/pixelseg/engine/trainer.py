@@ -29,6 +29,7 @@ from pixelseg.engine.checkpoint import (
     save_checkpoint,
 )
 from pixelseg.engine.device import autocast_context, make_grad_scaler, resolve_runtime
+from pixelseg.engine.ema import make_ema
 from pixelseg.engine.sampling import EpochBatchSampler, SeededDataset, seed_worker
 from pixelseg.engine.schedules import build_optimizer, build_scheduler
 from pixelseg.errors import CheckpointError, NonFiniteError, TrainingDivergedError
@@ -78,6 +79,8 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.runtime = resolve_runtime(self.train_cfg)
         self.model = model.to(self.runtime.device, memory_format=self.runtime.memory_format)
+        decay = self.train_cfg.ema_decay
+        self.ema = make_ema(self.model, decay) if decay is not None else None
         self.train_set = SeededDataset(train_set, config.seed)
         self.val_set = val_set
         self.steps_per_epoch = math.ceil(len(train_set) / config.data.batch_size)  # type: ignore[arg-type]
@@ -108,6 +111,11 @@ class Trainer:
         if cfg.iterations is not None:
             return cfg.iterations
         return cfg.epochs * math.ceil(self.steps_per_epoch / cfg.accumulate)  # type: ignore[operator]
+
+    @property
+    def inference_model(self) -> nn.Module:
+        """The weights that are validated and saved as ``model``: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def current_lr(self) -> float:
@@ -151,9 +159,17 @@ class Trainer:
         self._batches = None
 
     def _payload(self) -> dict[str, Any]:
+        # ``model`` holds the weights to predict with, so that eval, predict and export
+        # read one key whether or not the run kept an EMA; the raw weights travel beside it.
+        ema = (
+            {"train_model": self.model.state_dict(), "ema_updates": int(self.ema.n_averaged)}
+            if self.ema is not None
+            else {}
+        )
         return {
             **self.checkpoint_meta,
-            "model": self.model.state_dict(),
+            "model": self.inference_model.state_dict(),
+            **ema,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "plateau": self.plateau.state_dict() if self.plateau else None,
@@ -171,8 +187,22 @@ class Trainer:
         payload = load_checkpoint(path, map_location=self.runtime.device)
         if payload.get("state") is None or payload.get("optimizer") is None:
             raise CheckpointError(f"checkpoint {str(path)!r} holds no training state to resume")
+        if self.ema is not None and "train_model" not in payload:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was written without train.ema_decay, so it holds "
+                "no EMA to continue; resume without train.ema_decay or start a new run"
+            )
         try:
-            self.model.load_state_dict(payload["model"])
+            self.model.load_state_dict(payload.get("train_model", payload["model"]))
+            if self.ema is not None:
+                self.ema.module.load_state_dict(payload["model"])
+                self.ema.n_averaged.fill_(int(payload["ema_updates"]))
+            elif "train_model" in payload:
+                log.warning(
+                    "checkpoint %s holds an EMA of the weights, which train.ema_decay "
+                    "unset drops: training continues from the raw weights",
+                    path,
+                )
             self.optimizer.load_state_dict(payload["optimizer"])
         except (RuntimeError, ValueError) as error:
             raise CheckpointError(
@@ -267,6 +297,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.state.iteration += 1
             self._step_schedules()
         return value, stepped
@@ -344,8 +376,10 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self) -> dict[str, Any]:
-        """Streaming metrics over the validation set (mean loss included as ``val_loss``)."""
-        self.model.eval()
+        """Streaming metrics of :attr:`inference_model` over the validation set (mean loss
+        included as ``val_loss``)."""
+        model = self.inference_model
+        model.eval()
         # A fresh loader per validation, on purpose: validation runs a few times a fit, and
         # persistent workers would sit idle (holding their memory) between validations.
         loader = DataLoader(
@@ -359,7 +393,7 @@ class Trainer:
         for batch in loader:
             batch = _to_device(batch, self.runtime.device, self.runtime.memory_format)
             with autocast_context(self.runtime):
-                output = self.model(self.task.inputs(batch))
+                output = model(self.task.inputs(batch))
                 losses.append(float(self.task.loss(output, batch)))
             self.task.update_metrics(metrics, output, batch)
         result = self.task.compute_metrics(metrics)
