@@ -221,5 +221,5 @@ def test_resuming_a_run_without_ema_under_ema_names_the_setting(tmp_path):
     from pixelseg.errors import CheckpointError
 
     workflows.train(tiny_config(tmp_path, epochs=1))
-    with pytest.raises(CheckpointError, match="train.ema_decay"):
+    with pytest.raises(CheckpointError, match=r"train\.ema_decay"):
         workflows.train(tiny_config(tmp_path, epochs=2, ema_decay=0.99), resume=True)
