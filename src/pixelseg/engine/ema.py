@@ -1,8 +1,10 @@
 """An exponential moving average (EMA) of the weights, evaluated and saved for inference.
 
-Averaging the weights over the last steps smooths out the noise of the final optimiser steps,
-which matters most on short budgets, where a validation score can swing by several points
-from one step to the next. The averaging itself is torch's ``AveragedModel``.
+Averaging the weights over the last steps smooths out the noise of single optimiser steps,
+so that validation scores swing less from one evaluation to the next (the usual choice for
+long runs at a constant or slowly decaying rate). Where the schedule decays to zero by the
+end, the final raw weights are already at rest and the average gains little (see the EMA
+probes in docs/BENCHMARKS.md). The averaging itself is torch's ``AveragedModel``.
 """
 
 from __future__ import annotations
