@@ -52,8 +52,10 @@ def load_pairs(root: str, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
 class CurveCallback:
     """Scores the model every ``every`` training minutes on the trainer's own clock.
 
-    ``score_fn(model) -> metrics`` gets the trainer's inference model (the EMA of the weights
-    when the config keeps one) in eval mode; its time is added to the trainer's
+    ``score_fn(predict) -> metrics`` gets the trainer's inference model (the EMA of the
+    weights when the config keeps one) in eval mode, wrapped to take and return CPU tensors
+    wherever the model runs (the scoring code keeps its images on the CPU); its time is
+    added to the trainer's
     ``excluded_seconds``, so neither the budget nor the curve counts it (nor the trainer's
     own validation).
     """
@@ -68,7 +70,8 @@ class CurveCallback:
         tick = time.perf_counter()
         model = trainer.inference_model
         model.eval()
-        metrics = self.score_fn(model)
+        device = next(model.parameters()).device
+        metrics = self.score_fn(lambda x: model(x.to(device)).float().cpu())
         trainer.model.train()
         trainer.excluded_seconds += time.perf_counter() - tick
         minutes = trainer.training_seconds() / 60
@@ -100,8 +103,8 @@ def run_pixelseg(args, val) -> Curve:
     config = load_config(args.config, overrides)
     curve = Curve("pixelseg")
 
-    def score_fn(model):
-        return {"miou": score(model, val, NUM_CLASSES, VOID)["miou"]}
+    def score_fn(predict):
+        return {"miou": score(predict, val, NUM_CLASSES, VOID)["miou"]}
 
     workflows.train(config, callbacks=[CurveCallback(curve, args.eval_every, score_fn)])
     return curve

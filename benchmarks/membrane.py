@@ -95,7 +95,7 @@ def run_pixelseg(args, val) -> Curve:
         ],
     )
     curve = Curve("pixelseg")
-    callback = CurveCallback(curve, args.eval_every, lambda model: score_both(model, val))
+    callback = CurveCallback(curve, args.eval_every, lambda predict: score_both(predict, val))
     workflows.train(config, callbacks=[callback])
     return curve
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from pixelseg import workflows
 from pixelseg.config import parse_config
@@ -42,24 +43,26 @@ def test_curve_callback_scores_on_the_trainers_clock_and_excludes_its_own_time(t
             "train": {"epochs": 3, "progress": False, "tensorboard": False, "val_every": 100},
         }
     )
-    calls = []
+    calls, seen = [], []
 
-    def slow_score(model):
-        assert not model.training
+    def slow_score(predict):
+        assert not seen[0].inference_model.training
+        # CPU in, float32 CPU logits out, wherever the model runs.
+        logits = predict(torch.zeros(1, 3, 32, 32))
+        assert logits.device.type == "cpu" and logits.dtype == torch.float32
         calls.append(time.perf_counter())
         time.sleep(0.1)
         return {"miou": 0.5}
 
     curve = bench.Curve("pixelseg")
     callback = bench.CurveCallback(curve, every=1e-9, score_fn=slow_score)
-    seen = []
 
     class Spy:
-        def on_train_end(self, trainer):
+        def on_train_start(self, trainer):
             seen.append(trainer)
 
     tick = time.perf_counter()
-    workflows.train(config, callbacks=[callback, Spy()])
+    workflows.train(config, callbacks=[Spy(), callback])
     wall = time.perf_counter() - tick
     trainer = seen[0]
     # The mark is tiny: scored after each of the 6 steps, and not twice after the last one.

@@ -60,3 +60,16 @@ def test_rng_state_round_trip():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     restore_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_state_restores_from_a_checkpoint_loaded_onto_the_gpu(tmp_path):
+    """A resumed GPU run loads its checkpoint with a CUDA map_location, which moves the
+    saved RNG byte tensors to the GPU; torch only accepts CPU ones back."""
+    torch.rand(1, device="cuda")  # initialise CUDA, so the CUDA generators are captured
+    save_checkpoint({**_payload(), "rng": capture_rng_state()}, tmp_path / "last.pt")
+    first = (torch.rand(1).item(), torch.rand(1, device="cuda").item())
+    state = load_checkpoint(tmp_path / "last.pt", map_location="cuda")["rng"]
+    assert state["torch"].device.type == "cuda" and "cuda" in state
+    restore_rng_state(state)
+    assert (torch.rand(1).item(), torch.rand(1, device="cuda").item()) == first

@@ -9,7 +9,7 @@ import torch
 
 from pixelseg import workflows
 from pixelseg.config import parse_config
-from pixelseg.engine.checkpoint import load_checkpoint
+from pixelseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from pixelseg.errors import TrainingDivergedError
 
 pytestmark = pytest.mark.slow
@@ -195,18 +195,26 @@ def test_a_fresh_run_into_the_same_folder_starts_a_new_log(tmp_path):
 
 
 def test_ema_is_validated_saved_as_the_model_and_resumed_exactly(tmp_path):
-    straight = tiny_config(tmp_path / "a", ema_decay=0.99)
+    # fp32 throughout (no bf16 autocast on a GPU), so that eval reproduces validation exactly.
+    straight = tiny_config(tmp_path / "a", ema_decay=0.99, amp="off")
     metrics, run_dir = workflows.train(straight)
     payload = load_checkpoint(run_dir / "last.pt")
     assert payload["ema_updates"] == 4 * 3  # one per optimiser step: 3 a epoch
     raw, averaged = payload["train_model"], payload["model"]
     assert raw.keys() == averaged.keys()
     assert any(not torch.equal(raw[k], averaged[k]) for k in raw)
-    # The validation metrics are the EMA's: eval of the saved "model" reproduces them.
+    # The validation metrics are the EMA's: eval of the saved "model" reproduces them (to
+    # the last bit on the CPU; a GPU's kernels vary with the batch), and the raw weights
+    # score further off.
     scores = workflows.eval_checkpoint(straight, run_dir / "last.pt", tmp_path / "eval")
-    assert scores["miou"] == pytest.approx(metrics["miou"], abs=1e-6)
+    save_checkpoint({**payload, "model": raw}, tmp_path / "raw.pt")
+    raw_scores = workflows.eval_checkpoint(straight, tmp_path / "raw.pt", tmp_path / "raw")
+    off = abs(scores["miou"] - metrics["miou"])
+    assert off < abs(raw_scores["miou"] - metrics["miou"])
+    if not torch.cuda.is_available():
+        assert off < 1e-6
 
-    interrupted = tiny_config(tmp_path / "b", ema_decay=0.99)
+    interrupted = tiny_config(tmp_path / "b", ema_decay=0.99, amp="off")
     with pytest.raises(KeyboardInterrupt):
         workflows.train(interrupted, callbacks=[StopAt(epoch=2)])
     workflows.train(interrupted, resume=True)

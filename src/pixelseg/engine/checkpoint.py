@@ -44,12 +44,16 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Put back the generators saved by :func:`capture_rng_state`."""
+    """Put back the generators saved by :func:`capture_rng_state`.
+
+    The states must be CPU byte tensors, but a checkpoint loaded with a CUDA
+    ``map_location`` (as a resumed GPU run loads it) has moved them to the GPU.
+    """
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
