@@ -67,11 +67,11 @@ def score_membrane(predict, val, suffix: str = "") -> dict:
     }
 
 
-def score_both(model, val) -> dict:
+def score_both(predict, val) -> dict:
     """Plain scores, and with flip test-time augmentation (``pixelseg predict --tta``):
     the identity, vertical, horizontal and both flips, softmax-averaged. EM images have no
     preferred orientation, so the flips are as likely as the originals."""
-    return {**score_membrane(model, val), **score_membrane(flip_tta(model), val, "_tta")}
+    return {**score_membrane(predict, val), **score_membrane(flip_tta(predict), val, "_tta")}
 
 
 def pairs(root: str, split: str):
