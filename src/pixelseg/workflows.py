@@ -17,7 +17,7 @@ from PIL import Image
 
 from pixelseg.config import ExperimentConfig, apply_overrides, dump_config, parse_config
 from pixelseg.data import list_images, read_image
-from pixelseg.engine.build import build_datasets, build_model, build_task, checkpoint_meta
+from pixelseg.build import build_datasets, build_model, build_task, checkpoint_meta
 from pixelseg.engine.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from pixelseg.engine.device import resolve_device
 from pixelseg.engine.evaluator import evaluate

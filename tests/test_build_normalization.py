@@ -7,7 +7,7 @@ import pytest
 
 from pixelseg.config import DataConfig
 from pixelseg.data import NORMALIZATIONS, build_transforms, channel_stats
-from pixelseg.engine.build import normalization
+from pixelseg.build import normalization
 from pixelseg.errors import ConfigError, InvalidInputError
 
 
