@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pixelseg.build import normalization
 from pixelseg.config import DataConfig
 from pixelseg.data import NORMALIZATIONS, build_transforms, channel_stats
-from pixelseg.build import normalization
 from pixelseg.errors import ConfigError, InvalidInputError
 
 

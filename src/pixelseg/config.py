@@ -68,10 +68,14 @@ class DataConfig(_Section):
     mask_format: Literal["index", "palette", "rgb"] = "index"
     value_map: dict[int, int] | None = None
     in_channels: int = Field(3, ge=1)
+    # Split files (folder datasets): one stem per line.
     train_split: str | None = None
     val_split: str | None = None
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
+    # The preset split that validation and eval read (CamVid: val or test; VOC: val, train
+    # or trainval); None is the preset's validation split.
+    eval_split: str | None = None
     strict: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()
     batch_size: int = Field(8, ge=1)
@@ -85,6 +89,7 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _check_sources(self) -> DataConfig:
+        self._check_keys_have_effect()
         if self.dataset == "folder" and not (self.images and self.masks):
             raise ValueError("data.dataset 'folder' needs data.images and data.masks directories")
         if self.dataset in ("camvid", "voc", "membrane") and not self.root:
@@ -94,6 +99,44 @@ class DataConfig(_Section):
         if self.normalize == "custom" and (self.mean is None or self.std is None):
             raise ValueError("data.normalize 'custom' needs data.mean and data.std")
         return self
+
+    def _check_keys_have_effect(self) -> None:
+        """A key the chosen dataset ignores is an error, not a silent no-op (a default value,
+        as a dumped config spells out, is fine)."""
+        used = _DATASET_KEYS[self.dataset]
+        for key in _SOURCE_KEYS - used:
+            if getattr(self, key) != type(self).model_fields[key].get_default(
+                call_default_factory=True
+            ):
+                users = sorted(name for name, keys in _DATASET_KEYS.items() if key in keys)
+                hint = _SOURCE_HINTS.get((self.dataset, key), "")
+                raise ValueError(
+                    f"data.{key} has no effect with data.dataset {self.dataset!r} (it is used by "
+                    f"{', '.join(users)}){hint}"
+                )
+
+
+# Which of the data-source keys each dataset reads; the rest (batching, normalisation,
+# augmentation) apply to every dataset.
+_FOLDER_KEYS = frozenset(
+    {
+        "images", "masks", "val_images", "val_masks", "classes", "colors", "ignore_index",
+        "mask_format", "value_map", "train_split", "val_split", "val_fraction", "split_seed",
+    }
+)  # fmt: skip
+_DATASET_KEYS: dict[str, frozenset[str]] = {
+    "synthetic": frozenset({"synthetic"}),
+    "folder": _FOLDER_KEYS,
+    "camvid": frozenset({"root", "eval_split"}),
+    "voc": frozenset({"root", "eval_split"}),
+    "membrane": frozenset({"root", "val_fraction", "split_seed"}),
+}
+_SOURCE_KEYS = frozenset().union(*_DATASET_KEYS.values())
+_SOURCE_HINTS = {
+    ("camvid", "val_split"): "; to evaluate CamVid's test/ split use data.eval_split: test",
+    ("voc", "val_split"): "; to evaluate another VOC split use data.eval_split: NAME",
+    ("camvid", "val_fraction"): "; CamVid has fixed splits: choose one with data.eval_split",
+}
 
 
 class ModelConfig(_Section):

@@ -15,9 +15,16 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from pixelseg.build import (
+    build_datasets,
+    build_model,
+    build_task,
+    checkpoint_meta,
+    count_class_weights,
+)
+from pixelseg.checkpoints import load_checkpoint
 from pixelseg.config import ExperimentConfig, apply_overrides, dump_config, parse_config
 from pixelseg.data import list_images, read_image
-from pixelseg.build import build_datasets, build_model, build_task, checkpoint_meta
 from pixelseg.engine.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from pixelseg.engine.device import resolve_device
 from pixelseg.engine.evaluator import evaluate
@@ -52,11 +59,13 @@ def train(
     ``resume=True`` continues from ``<run dir>/last.pt``; a path resumes from that file.
     """
     run_dir = Path(out) if out else Path(config.output_dir)
+    resume_path = _resume_path(run_dir, resume)
     _configure_threads(config)
     seed_everything(config.seed)
     bundle = build_datasets(config)
     model = build_model(config, bundle.num_classes)
-    task = build_task(config, bundle)
+    class_weights = _class_weights(config, bundle, resume_path)
+    task = build_task(config, bundle, class_weights)
     dump_config(config, run_dir / "config.yaml")
     standard = [CSVLogger(run_dir / "log.csv")]
     if config.train.tensorboard:
@@ -70,18 +79,31 @@ def train(
         bundle.val,
         config,
         run_dir,
-        checkpoint_meta(config, bundle),
+        checkpoint_meta(config, bundle, class_weights),
         callbacks=standard + list(callbacks or []),
     )
-    resume_path = None
-    if resume is True:
-        resume_path = run_dir / "last.pt"
-        if not resume_path.is_file():
-            raise CheckpointError(f"--resume: no checkpoint to resume at {str(resume_path)!r}")
-    elif resume:
-        resume_path = Path(resume)
     metrics = trainer.fit(resume=resume_path)
     return metrics, run_dir
+
+
+def _resume_path(run_dir: Path, resume: str | Path | bool | None) -> Path | None:
+    if resume is True:
+        path = run_dir / "last.pt"
+        if not path.is_file():
+            raise CheckpointError(f"--resume: no checkpoint to resume at {str(path)!r}")
+        return path
+    return Path(resume) if resume else None
+
+
+def _class_weights(config: ExperimentConfig, bundle, resume_path: Path | None):
+    """The checkpoint's class weights when resuming (exact resume), else counted once."""
+    if not config.loss.class_weights:
+        return None
+    if resume_path is not None:
+        saved = load_checkpoint(resume_path, require=()).get("class_weights")
+        if saved is not None:
+            return list(saved)
+    return count_class_weights(config, bundle)
 
 
 def eval_checkpoint(
@@ -90,7 +112,7 @@ def eval_checkpoint(
     """Evaluate ``checkpoint`` on the config's validation set and write the report to ``out``."""
     _configure_threads(config)
     bundle = build_datasets(config)
-    task = build_task(config, bundle)
+    task = build_task(config, bundle, with_loss=False)
     segmenter = Segmenter.from_checkpoint(
         checkpoint,
         device=resolve_device(config.train.device),
@@ -98,11 +120,7 @@ def eval_checkpoint(
         overlap=config.eval.overlap,
         tta=config.eval.tta,
     )
-    if len(segmenter.classes) != bundle.num_classes:
-        raise CheckpointError(
-            f"checkpoint {str(checkpoint)!r} has {len(segmenter.classes)} classes but the "
-            f"config's data has {bundle.num_classes}"
-        )
+    _check_checkpoint_matches(checkpoint, segmenter, config, bundle)
     return evaluate(
         segmenter,
         bundle.val,
@@ -111,6 +129,36 @@ def eval_checkpoint(
         gallery_size=config.eval.gallery_size,
         per_image=config.eval.per_image,
     )
+
+
+def _check_checkpoint_matches(checkpoint, segmenter: Segmenter, config, bundle) -> None:
+    """Refuse to score a checkpoint on data it does not describe, naming the mismatch."""
+    where = f"checkpoint {str(checkpoint)!r}"
+    if segmenter.task != config.task:
+        raise CheckpointError(
+            f"{where} is a {segmenter.task!r} model; the config's task is {config.task!r}"
+        )
+    if segmenter.classes != bundle.classes:
+        raise CheckpointError(
+            f"{where} predicts classes {segmenter.classes} but the config's data has "
+            f"{bundle.classes} (names and order must match)"
+        )
+    if segmenter.in_channels != config.data.in_channels:
+        raise CheckpointError(
+            f"{where} takes {segmenter.in_channels}-channel images; data.in_channels is "
+            f"{config.data.in_channels}"
+        )
+    for what, saved, wanted in (
+        ("mean", segmenter.mean, bundle.mean),
+        ("std", segmenter.std, bundle.std),
+    ):
+        if len(saved) != len(wanted) or any(
+            abs(a - b) > 1e-6 for a, b in zip(saved, wanted, strict=True)
+        ):
+            raise CheckpointError(
+                f"{where} was trained with normalisation {what} {saved}; the config gives "
+                f"{wanted} (data.normalize, data.mean, data.std)"
+            )
 
 
 def predict_files(

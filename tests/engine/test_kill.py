@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from pixelseg import workflows
+from pixelseg.checkpoints import load_checkpoint
 from pixelseg.config import load_config
-from pixelseg.engine.checkpoint import load_checkpoint
 
 pytestmark = [
     pytest.mark.slow,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pixelseg.config import SchedulerConfig, TrainConfig
-from pixelseg.engine.schedules import build_optimizer, build_scheduler, lr_factor
+from pixelseg.engine.schedules import LRSchedule, build_optimizer, build_plateau, lr_factor
 
 
 def test_poly_and_cosine_values():
@@ -40,12 +40,33 @@ def test_scheduler_applies_factor_and_min_lr():
         scheduler={"name": "poly", "power": 1.0, "min_lr": 0.01},
     )
     optimizer = build_optimizer([param], config)
-    scheduler, plateau = build_scheduler(optimizer, config, total_steps=10, steps_per_epoch=5)
-    assert plateau is None
+    schedule = LRSchedule(optimizer, config, total_steps=10, steps_per_epoch=5)
+    assert build_plateau(optimizer, config) is None
     lrs = []
-    for _ in range(10):
+    for step in range(1, 11):
         optimizer.step()
-        scheduler.step()
+        schedule.apply(step)
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs[4] == pytest.approx(0.05)
     assert lrs[-1] == pytest.approx(0.01)
+
+
+def test_budget_fit_shortens_the_span_and_is_its_only_state():
+    param = torch.nn.Parameter(torch.zeros(1))
+    config = TrainConfig(
+        optimizer={"name": "sgd", "lr": 0.1},
+        scheduler={"name": "poly", "power": 1.0, "warmup_iters": 2},
+        max_minutes=1.0,
+    )
+    schedule = LRSchedule(build_optimizer([param], config), config, 1000, steps_per_epoch=10)
+    schedule.fit_to_budget(step=4, steps_timed=4, seconds=10.0)  # too few steps timed
+    assert schedule.span == 1000
+    # 10 steps in 20 s: 40 s left make 20 more steps, so the decay ends at step 30.
+    schedule.fit_to_budget(step=10, steps_timed=10, seconds=20.0)
+    assert schedule.state_dict() == {"span": 30}
+    assert schedule.factor(30) == 0.0
+    schedule.fit_to_budget(step=10, steps_timed=10, seconds=0.001)  # never past the config
+    assert schedule.span == 1000
+    rebuilt = LRSchedule(build_optimizer([param], config), config, 20, steps_per_epoch=10)
+    rebuilt.load_state_dict({"span": 30})  # a resumed run with a shorter configured length
+    assert rebuilt.span == 20

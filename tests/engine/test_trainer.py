@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pixelseg import workflows
+from pixelseg.checkpoints import load_checkpoint, save_checkpoint
 from pixelseg.config import parse_config
-from pixelseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from pixelseg.errors import TrainingDivergedError
 
 pytestmark = pytest.mark.slow

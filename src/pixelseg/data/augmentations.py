@@ -17,7 +17,7 @@ import numpy as np
 
 from pixelseg.errors import InvalidInputError, closest_match, unknown_choice
 
-__all__ = ["EVAL_KEPT", "TRANSFORM_NAMES", "build_op", "resize_op"]
+__all__ = ["EVAL_KEPT", "INVENTS_PIXELS", "TRANSFORM_NAMES", "build_op", "resize_op"]
 
 _NEAREST = cv2.INTER_NEAREST
 # OpenCV's INTER_NEAREST resize samples with a half-pixel offset relative to INTER_LINEAR, which
@@ -264,6 +264,12 @@ TRANSFORM_NAMES: tuple[str, ...] = tuple(sorted(_BUILDERS))
 
 #: Entries kept when ``train=False``: deterministic shape changes; random ones are dropped.
 EVAL_KEPT = frozenset({"resize", "center_crop", "pad"})
+
+#: Entries that can add pixels the image never had (padding, rotated-in corners), whose mask
+#: value must be ignored by the loss and the metrics.
+INVENTS_PIXELS = frozenset(
+    {"scale_crop", "random_crop", "pad_crop", "center_crop", "pad", "rotate", "affine", "elastic"}
+)
 
 
 def build_op(index: int, entry: Any, fill_mask: int) -> A.BasicTransform | A.BaseCompose:

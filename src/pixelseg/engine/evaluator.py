@@ -74,7 +74,7 @@ def evaluate(
         sample = dataset[index]
         image = sample["image"].unsqueeze(0).to(segmenter.device)
         target = sample["mask"].unsqueeze(0).to(segmenter.device)
-        prediction = segmenter.labels_from_logits(segmenter.logits(image))
+        prediction = task.predict(segmenter.logits(image))
         metrics.update(prediction, target)
         scores = task.per_image_scores(prediction, target)[0]
         name = sample.get("name", str(index))

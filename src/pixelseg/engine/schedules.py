@@ -1,19 +1,33 @@
-"""Learning-rate schedules, stepped once per optimiser step.
+"""Optimisers and learning-rate schedules, rebuilt from the config at any step.
 
-Poly, cosine and step are one ``LambdaLR`` each, with an optional linear warm-up in front,
-so their state is a plain counter that resumes exactly. Reduce-on-plateau is stepped by the
-trainer after each validation with the watched metric.
+The per-step schedule is a pure function of the config and the optimiser step
+(:func:`lr_factor`), so a resumed run rebuilds it from the config it is given and the saved
+step, rather than unpickling the old settings: a changed schedule takes effect on resume
+(and is logged by the trainer). Its only state is the span of a schedule fitted to a time
+budget. Reduce-on-plateau is stepped by the trainer after each validation.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from pixelseg.config import SchedulerConfig, TrainConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = [
+    "LRSchedule",
+    "build_optimizer",
+    "build_plateau",
+    "lr_factor",
+    "optimizer_hyperparameters",
+    "plateau_counters",
+]
+
+# Counters of ReduceLROnPlateau that are run state; its settings (factor, patience, mode)
+# come from the config, so a changed config is not overwritten by the saved one.
+_PLATEAU_COUNTERS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 
 
 def lr_factor(config: SchedulerConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -34,49 +48,102 @@ def lr_factor(config: SchedulerConfig, step: int, total_steps: int, steps_per_ep
     raise ValueError(f"unknown scheduler {config.name!r}")
 
 
+def optimizer_hyperparameters(config: TrainConfig) -> dict[str, Any]:
+    """The param-group settings ``train.optimizer`` gives (learning rate aside)."""
+    opt = config.optimizer
+    if opt.name in ("adamw", "adam"):
+        return {"weight_decay": opt.weight_decay, "betas": tuple(opt.betas)}
+    return {"weight_decay": opt.weight_decay, "momentum": opt.momentum, "nesterov": True}
+
+
 def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW, Adam or SGD (Nesterov momentum) from ``train.optimizer``."""
     opt = config.optimizer
+    settings = optimizer_hyperparameters(config)
     if opt.name == "adamw":
-        return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas)
+        return torch.optim.AdamW(params, lr=opt.lr, **settings)
     if opt.name == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas)
-    return torch.optim.SGD(
-        params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=True
+        return torch.optim.Adam(params, lr=opt.lr, **settings)
+    return torch.optim.SGD(params, lr=opt.lr, **settings)
+
+
+class LRSchedule:
+    """Sets every param group's learning rate to ``train.optimizer.lr * factor(step)``.
+
+    ``span`` is the number of optimiser steps the poly/cosine decay spans: the configured
+    length, or a shorter one fitted to ``train.max_minutes`` by :meth:`fit_to_budget`. The
+    minimum rate ``scheduler.min_lr`` floors poly and cosine.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        config: TrainConfig,
+        total_steps: int,
+        steps_per_epoch: int,
+    ) -> None:
+        self.optimizer, self.config = optimizer, config.scheduler
+        self.base_lr = config.optimizer.lr
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+        self.span = total_steps
+        self.max_minutes = config.max_minutes
+
+    def factor(self, step: int) -> float:
+        factor = lr_factor(self.config, step, self.span, self.steps_per_epoch)
+        if self.config.name in ("poly", "cosine"):
+            return max(factor, self.config.min_lr / self.base_lr)
+        return factor
+
+    def apply(self, step: int) -> None:
+        """Set the learning rate for optimiser step ``step``."""
+        lr = self.base_lr * self.factor(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def fit_to_budget(self, step: int, steps_timed: int, seconds: float) -> None:
+        """Shorten the poly/cosine span so that the decay ends with a ``max_minutes`` budget.
+
+        A schedule sized in epochs that the budget cuts off would stop at a high learning
+        rate, losing the end of the decay, where most of the final accuracy comes from. The
+        span becomes ``step + remaining seconds / seconds per step``, with the speed measured
+        over the ``steps_timed`` steps of ``seconds`` (validation excluded), re-estimated
+        each step and never longer than the configured length.
+        """
+        sched = self.config
+        if self.max_minutes is None or not sched.fit_budget or sched.name not in ("poly", "cosine"):
+            return
+        # The first steps carry start-up costs (worker start, allocator warm-up).
+        if steps_timed < 5:
+            return
+        remaining = max(self.max_minutes * 60 - seconds, 0.0)
+        estimate = step + math.ceil(remaining * steps_timed / max(seconds, 1e-9))
+        self.span = max(min(self.total_steps, estimate), sched.warmup_iters + 1)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"span": int(self.span)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # A fitted span never exceeds the (possibly changed) configured length.
+        self.span = min(int(state["span"]), self.total_steps)
+
+
+def build_plateau(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """Reduce-on-plateau when ``scheduler.name == 'plateau'`` (stepped after validation)."""
+    sched = config.scheduler
+    if sched.name != "plateau":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        mode=config.best_mode,
+        factor=sched.gamma,
+        patience=sched.patience,
+        min_lr=sched.min_lr,
     )
 
 
-class _MinLR:
-    """Picklable lambda: the schedule's factor, floored so the LR never drops below min_lr."""
-
-    def __init__(self, config: SchedulerConfig, base_lr: float, total: int, per_epoch: int):
-        self.config, self.base_lr, self.total, self.per_epoch = config, base_lr, total, per_epoch
-
-    def __call__(self, step: int) -> float:
-        factor = lr_factor(self.config, step, self.total, self.per_epoch)
-        floor = self.config.min_lr / self.base_lr if self.base_lr > 0 else 0.0
-        return max(factor, floor) if self.config.name in ("poly", "cosine") else factor
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    total_steps: int,
-    steps_per_epoch: int,
-) -> tuple[torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.ReduceLROnPlateau | None]:
-    """The per-step schedule, and a plateau scheduler when ``scheduler.name == 'plateau'``."""
-    sched = config.scheduler
-    lambdas = [
-        _MinLR(sched, group["lr"], total_steps, steps_per_epoch) for group in optimizer.param_groups
-    ]
-    per_step = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-    plateau = None
-    if sched.name == "plateau":
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode=config.best_mode,
-            factor=sched.gamma,
-            patience=sched.patience,
-            min_lr=sched.min_lr,
-        )
-    return per_step, plateau
+def plateau_counters(plateau: torch.optim.lr_scheduler.ReduceLROnPlateau) -> dict[str, Any]:
+    """The run state of a plateau scheduler (its settings come from the config)."""
+    state = plateau.state_dict()
+    return {key: state[key] for key in _PLATEAU_COUNTERS if key in state}

@@ -21,18 +21,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from pixelseg.checkpoints import load_checkpoint, save_checkpoint
 from pixelseg.config import ExperimentConfig
-from pixelseg.engine.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
 from pixelseg.engine.device import autocast_context, make_grad_scaler, resolve_runtime
 from pixelseg.engine.ema import make_ema
+from pixelseg.engine.rng import capture_rng_state, restore_rng_state
 from pixelseg.engine.sampling import EpochBatchSampler, SeededDataset, seed_worker
-from pixelseg.engine.schedules import build_optimizer, build_scheduler
-from pixelseg.errors import CheckpointError, NonFiniteError, TrainingDivergedError
+from pixelseg.engine.schedules import (
+    LRSchedule,
+    build_optimizer,
+    build_plateau,
+    optimizer_hyperparameters,
+    plateau_counters,
+)
+from pixelseg.errors import CheckpointError, ConfigError, NonFiniteError, TrainingDivergedError
 
 __all__ = ["TrainState", "Trainer"]
 
@@ -78,7 +80,10 @@ class Trainer:
         self.checkpoint_meta = checkpoint_meta
         self.callbacks = list(callbacks or [])
         self.runtime = resolve_runtime(self.train_cfg)
-        self.model = model.to(self.runtime.device, memory_format=self.runtime.memory_format)
+        self._check_best_metric()
+        self.model = model.to(self.runtime.device)
+        if self.runtime.memory_format is not torch.contiguous_format:
+            self.model = self.model.to(memory_format=_layout(self.model, self.runtime))
         decay = self.train_cfg.ema_decay
         self.ema = make_ema(self.model, decay) if decay is not None else None
         self.train_set = SeededDataset(train_set, config.seed)
@@ -88,12 +93,14 @@ class Trainer:
             raise ValueError("the training set is empty")
         self.total_steps = self._total_optimizer_steps()
         self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg)
-        self.scheduler, self.plateau = build_scheduler(
+        self.schedule = LRSchedule(
             self.optimizer,
             self.train_cfg,
             self.total_steps,
             math.ceil(self.steps_per_epoch / self.train_cfg.accumulate),
         )
+        self.schedule.apply(0)
+        self.plateau = build_plateau(self.optimizer, self.train_cfg)
         self.scaler = make_grad_scaler(self.runtime)
         self.state = TrainState()
         self.epoch_loss = float("nan")
@@ -106,6 +113,15 @@ class Trainer:
         self._batches: Iterator[Any] | None = None
 
     # ----------------------------------------------------------------- bookkeeping
+    def _check_best_metric(self) -> None:
+        """Refuse an unknown ``train.best_metric`` before the first step, not after an epoch."""
+        names = [*self.task.metric_names, "val_loss"]
+        if self.train_cfg.best_metric not in names:
+            raise ConfigError(
+                f"train.best_metric {self.train_cfg.best_metric!r} is not a validation metric "
+                f"of this task; choose one of {', '.join(names)}"
+            )
+
     def _total_optimizer_steps(self) -> int:
         cfg = self.train_cfg
         if cfg.iterations is not None:
@@ -171,8 +187,8 @@ class Trainer:
             "model": self.inference_model.state_dict(),
             **ema,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "plateau": self.plateau.state_dict() if self.plateau else None,
+            "schedule": self.schedule.state_dict(),
+            "plateau": plateau_counters(self.plateau) if self.plateau else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "state": asdict(self.state),
             "rng": capture_rng_state(),
@@ -183,8 +199,14 @@ class Trainer:
         return save_checkpoint(self._payload(), self.run_dir / name)
 
     def resume(self, path: str | Path) -> None:
-        """Load every state from a checkpoint written by this trainer."""
-        payload = load_checkpoint(path, map_location=self.runtime.device)
+        """Load every state from a checkpoint written by this trainer.
+
+        Settings come from the config given now, counters and weights from the checkpoint:
+        the optimiser keeps its moments but takes the configured weight decay and betas or
+        momentum, and the schedule is rebuilt from the configured one at the saved step. A
+        changed setting is logged, so a resumed run never silently follows the old one.
+        """
+        payload = load_checkpoint(path, map_location=self.runtime.device, require=())
         if payload.get("state") is None or payload.get("optimizer") is None:
             raise CheckpointError(f"checkpoint {str(path)!r} holds no training state to resume")
         if self.ema is not None and "train_model" not in payload:
@@ -204,16 +226,21 @@ class Trainer:
                     path,
                 )
             self.optimizer.load_state_dict(payload["optimizer"])
-        except (RuntimeError, ValueError) as error:
+        except (RuntimeError, ValueError, KeyError) as error:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not match this model/config: {error}"
             ) from None
-        self.scheduler.load_state_dict(payload["scheduler"])
+        _log_changed_settings(payload.get("config") or {}, self.config, path)
+        for group in self.optimizer.param_groups:
+            group.update(optimizer_hyperparameters(self.train_cfg))
+        self.state = TrainState(**payload["state"])
+        self.schedule.load_state_dict(payload["schedule"])
         if self.plateau is not None and payload.get("plateau"):
-            self.plateau.load_state_dict(payload["plateau"])
+            self.plateau.load_state_dict({**self.plateau.state_dict(), **payload["plateau"]})
+        if not self._plateau_owns_lr():
+            self.schedule.apply(self.state.iteration)
         if self.scaler.is_enabled() and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
-        self.state = TrainState(**payload["state"])
         restore_rng_state(payload["rng"])
         log.info(
             "resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.iteration
@@ -240,37 +267,18 @@ class Trainer:
         begin = self._started if started is None else started
         return time.perf_counter() - begin - self.excluded_seconds
 
-    def _step_schedules(self) -> None:
+    def _plateau_owns_lr(self) -> bool:
+        # After warm-up, reduce-on-plateau sets the rate; the per-step schedule would reset it.
         warmup = self.train_cfg.scheduler.warmup_iters
-        self._fit_schedule_to_budget()
-        # The plateau schedule owns the LR after warm-up; LambdaLR would otherwise reset it.
-        if self.plateau is None or self.state.iteration <= warmup:
-            self.scheduler.step()
+        return self.plateau is not None and self.state.iteration > warmup
 
-    def _fit_schedule_to_budget(self) -> None:
-        """Shorten the poly/cosine span so the decay ends with a ``max_minutes`` budget.
-
-        A schedule sized in epochs that the budget cuts off would stop at a high learning
-        rate, losing the end of the decay, where most of the final accuracy comes from. The
-        span becomes ``steps so far + remaining seconds / seconds per step`` (measured in
-        this process, validation excluded), re-estimated each step and never longer than the
-        configured epochs/iterations. It is kept in the scheduler's state, so a resumed run
-        continues from it.
-        """
-        cfg = self.train_cfg
-        sched = cfg.scheduler
-        if cfg.max_minutes is None or not sched.fit_budget or sched.name not in ("poly", "cosine"):
-            return
-        done = self.state.iteration - self._first_iteration
-        # The first steps carry start-up costs (worker start, allocator warm-up).
-        if done < 5:
-            return
-        seconds = self.training_seconds(self._started)
-        remaining = max(cfg.max_minutes * 60 - seconds, 0.0)
-        estimate = self.state.iteration + math.ceil(remaining * done / max(seconds, 1e-9))
-        span = max(min(self.total_steps, estimate), sched.warmup_iters + 1)
-        for factor in self.scheduler.lr_lambdas:
-            factor.total = span
+    def _step_schedules(self) -> None:
+        steps_timed = self.state.iteration - self._first_iteration
+        self.schedule.fit_to_budget(
+            self.state.iteration, steps_timed, self.training_seconds(self._started)
+        )
+        if not self._plateau_owns_lr():
+            self.schedule.apply(self.state.iteration)
 
     def _train_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
         device = self.runtime.device
@@ -343,18 +351,10 @@ class Trainer:
         metrics = self.validate()
         self.excluded_seconds += time.perf_counter() - tick
         name = self.train_cfg.best_metric
-        if name not in metrics or not isinstance(metrics[name], float):
-            raise ValueError(
-                f"train.best_metric {name!r} is not a validation metric; choose one of "
-                f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}"
-            )
-        value = metrics[name]
+        value = float(metrics[name])
         self.state.history.append({"epoch": self.state.epoch, **_scalars(metrics)})
-        if (
-            self.plateau is not None
-            and self.state.iteration > self.train_cfg.scheduler.warmup_iters
-        ):
-            self.plateau.step(value)
+        if self._plateau_owns_lr():
+            self.plateau.step(value)  # type: ignore[union-attr]
         sign = 1.0 if self.train_cfg.best_mode == "max" else -1.0
         delta = self.train_cfg.early_stopping_min_delta
         improved = self.state.best_value is None or (
@@ -382,22 +382,27 @@ class Trainer:
         model.eval()
         # A fresh loader per validation, on purpose: validation runs a few times a fit, and
         # persistent workers would sit idle (holding their memory) between validations.
+        # Images of different sizes are not padded: the task's eval collate groups a batch by
+        # size, so every image is scored whole, exactly as ``pixelseg eval`` scores it.
         loader = DataLoader(
             self.val_set,  # type: ignore[arg-type]
             batch_size=self.config.data.val_batch_size or self.config.data.batch_size,
             shuffle=False,
             num_workers=self.config.data.num_workers,
-            collate_fn=self.task.collate,
+            collate_fn=self.task.collate_eval,
         )
-        metrics, losses = self.task.new_metrics(), []
-        for batch in loader:
-            batch = _to_device(batch, self.runtime.device, self.runtime.memory_format)
-            with autocast_context(self.runtime):
-                output = model(self.task.inputs(batch))
-                losses.append(float(self.task.loss(output, batch)))
-            self.task.update_metrics(metrics, output, batch)
+        metrics, loss_sum, count = self.task.new_metrics(), 0.0, 0
+        for groups in loader:
+            for batch in groups:
+                batch = _to_device(batch, self.runtime.device, self.runtime.memory_format)
+                size = int(self.task.inputs(batch).shape[0])
+                with autocast_context(self.runtime):
+                    output = model(self.task.inputs(batch))
+                    loss_sum += float(self.task.loss(output, batch)) * size
+                count += size
+                self.task.update_metrics(metrics, output, batch)
         result = self.task.compute_metrics(metrics)
-        result["val_loss"] = sum(losses) / max(len(losses), 1)
+        result["val_loss"] = loss_sum / max(count, 1)
         self.model.train()
         return result
 
@@ -445,12 +450,47 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, float | int)}
 
 
-def _to_device(batch: dict[str, Any], device: torch.device, memory_format) -> dict[str, Any]:
-    moved = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, non_blocking=True)
-            if value.dim() == 4 and value.is_floating_point():
-                value = value.contiguous(memory_format=memory_format)
-        moved[key] = value
-    return moved
+def _layout(model: nn.Module, runtime: Any) -> torch.memory_format:
+    """Channels-last for 2-D convolutions, its 3-D form for a model with 5-D weights only
+    (a model mixing both ranks keeps the default layout: neither form fits all its weights)."""
+    ranks = {p.dim() for p in model.parameters()} & {4, 5}
+    if ranks == {5}:
+        return torch.channels_last_3d
+    return runtime.memory_format if ranks == {4} else torch.contiguous_format
+
+
+def _to_device(batch: Any, device: torch.device, memory_format: torch.memory_format) -> Any:
+    """Move a batch (tensors in dicts, lists and tuples, at any depth) to ``device``.
+
+    Float images take the run's memory layout where it is valid: channels-last for 4-D,
+    channels-last-3d for 5-D, nothing for other ranks.
+    """
+    if isinstance(batch, torch.Tensor):
+        value = batch.to(device, non_blocking=True)
+        if memory_format is not torch.contiguous_format and value.is_floating_point():
+            if value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+            elif value.dim() == 5:
+                value = value.contiguous(memory_format=torch.channels_last_3d)
+        return value
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device, memory_format) for key, value in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(value, device, memory_format) for value in batch)
+    return batch
+
+
+def _log_changed_settings(saved: dict[str, Any], config: ExperimentConfig, path: Any) -> None:
+    """Log every setting that differs between the checkpoint's config and this run's."""
+    changed = _diff(saved, config.model_dump(mode="json"))
+    for key, (old, new) in changed.items():
+        log.info("resume from %s: %s changed %r -> %r (the new value applies)", path, key, old, new)
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        result: dict[str, tuple[Any, Any]] = {}
+        for key in sorted(set(old) | set(new)):
+            result.update(_diff(old.get(key), new.get(key), f"{prefix}{key}."))
+        return result
+    return {} if old == new else {prefix.rstrip("."): (old, new)}

@@ -1,9 +1,10 @@
 """A trained model ready to segment images, rebuilt from nothing but its checkpoint.
 
 The checkpoint carries the model spec, class names, colours, normalisation and training
-input size. Images larger than the training size are tiled with a Gaussian-blended sliding
-window; flip test-time augmentation is optional. ``predict``, ``eval`` and, later,
-``export`` and ``serve`` all go through this one class.
+input size. Images are segmented whole, as the trainer's validation scores them, unless a
+``window`` is given: then images larger than it are tiled with a Gaussian-blended sliding
+window (for images too large for memory). Flip test-time augmentation is optional.
+``predict`` and ``eval`` both go through this one class.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from pixelseg import models
+from pixelseg.checkpoints import load_checkpoint
 from pixelseg.errors import CheckpointError, InvalidInputError
 from pixelseg.inference.masks_io import default_palette
 from pixelseg.inference.predictor import as_predictor
 from pixelseg.inference.sliding_window import sliding_window_predict
 from pixelseg.inference.tta import flip_tta
+from pixelseg.tasks.semantic import labels_from_logits
 
 __all__ = ["Segmenter"]
 
@@ -42,6 +45,7 @@ class Segmenter:
     overlap: float = 0.25
     tta: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    task: str = "semantic"
 
     @classmethod
     def from_checkpoint(
@@ -53,11 +57,7 @@ class Segmenter:
         overlap: float = 0.25,
         tta: bool = False,
     ) -> Segmenter:
-        """Rebuild the model from ``path``; ``window`` defaults to the training input size."""
-        # The checkpoint format belongs to the engine; imported lazily so that inference stays
-        # importable (and exportable) without the training stack.
-        from pixelseg.engine.checkpoint import load_checkpoint
-
+        """Rebuild the model from ``path``; ``window`` (None: whole images) tiles larger ones."""
         payload = load_checkpoint(path, map_location="cpu")
         spec = payload["model_spec"]
         model = models.create(
@@ -86,10 +86,11 @@ class Segmenter:
             in_channels=int(payload["in_channels"]),
             input_size=input_size,  # type: ignore[arg-type]
             ignore_index=payload.get("ignore_index"),
-            window=tuple(window) if window else input_size,  # type: ignore[arg-type]
+            window=tuple(window) if window else None,  # type: ignore[arg-type]
             overlap=overlap,
             tta=tta,
             device=device,
+            task=str(payload["task"]),
         )
 
     def normalize(self, image: np.ndarray) -> Tensor:
@@ -108,7 +109,8 @@ class Segmenter:
 
     @torch.inference_mode()
     def logits(self, images: Tensor) -> Tensor:
-        """Normalised ``[B, C, H, W]`` -> logits ``[B, K, H, W]``, tiled when larger than the window."""
+        """Normalised ``[B, C, H, W]`` -> logits ``[B, K, H, W]``; tiled only when a window is
+        set and the image is larger than it."""
         predictor: Any = as_predictor(self.model, device=self.device)
         if self.tta:
             predictor = flip_tta(predictor, dims=("w",), average="logits")
@@ -119,13 +121,8 @@ class Segmenter:
             )
         return predictor(images)
 
-    def labels_from_logits(self, logits: Tensor) -> Tensor:
-        if logits.shape[1] == 1:
-            return (logits[:, 0] > 0).long()
-        return logits.argmax(dim=1)
-
     def predict(self, image: np.ndarray) -> np.ndarray:
         """``H x W x C`` uint8 image -> ``H x W`` uint8/int label map."""
-        labels = self.labels_from_logits(self.logits(self.normalize(image)))[0]
+        labels = labels_from_logits(self.logits(self.normalize(image)))[0]
         dtype = np.uint8 if len(self.classes) <= 256 else np.int32
         return labels.cpu().numpy().astype(dtype)

@@ -11,9 +11,26 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
+from pixelseg.errors import DataError
 from pixelseg.metrics import ConfusionMatrix, per_image_scores
 
-__all__ = ["SemanticTask", "mask_like"]
+__all__ = ["METRIC_NAMES", "SemanticTask", "labels_from_logits", "mask_like"]
+
+#: The scalar metrics of :meth:`SemanticTask.compute_metrics` (``train.best_metric`` choices).
+METRIC_NAMES: tuple[str, ...] = (
+    "miou",
+    "pixel_accuracy",
+    "mean_pixel_accuracy",
+    "fwiou",
+    "mdice",
+)
+
+
+def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``logits [B, K, *spatial]`` -> labels ``[B, *spatial]``: argmax, or ``> 0`` for one logit."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
 
 
 def mask_like(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -43,7 +60,7 @@ class SemanticTask:
     def __init__(
         self,
         num_classes: int,
-        loss_fn: nn.Module,
+        loss_fn: nn.Module | None,
         *,
         class_names: Sequence[str] | None = None,
         ignore_index: int | None = None,
@@ -57,13 +74,38 @@ class SemanticTask:
             list(deep_supervision_weights) if deep_supervision_weights else None
         )
 
+    metric_names = METRIC_NAMES
+
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stack samples into a batch; samples of different sizes are a :class:`DataError`
+        that names them (training batches need one size: crop or resize in data.augment)."""
+        sizes = {tuple(s["image"].shape) for s in samples}
+        if len(sizes) > 1:
+            shown = ", ".join(
+                f"{s.get('name', '?')!r} {'x'.join(map(str, s['image'].shape))}"
+                for s in samples[:4]
+            )
+            raise DataError(
+                f"cannot batch images of different sizes ({shown}"
+                f"{', ...' if len(samples) > 4 else ''}): add a crop or resize to data.augment, "
+                "or set data.batch_size: 1"
+            )
         return default_collate(samples)
+
+    def collate_eval(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Batches for evaluation: one per image size, in order, so that every image is
+        scored whole, unpadded, whatever the sizes in the validation set."""
+        groups: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+        for sample in samples:
+            groups.setdefault(tuple(sample["image"].shape), []).append(sample)
+        return [default_collate(group) for group in groups.values()]
 
     def inputs(self, batch: dict[str, Any]) -> torch.Tensor:
         return batch["image"]
 
     def loss(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
+        if self.loss_fn is None:
+            raise RuntimeError("this SemanticTask was built for evaluation, without a loss")
         target = batch["mask"]
         if isinstance(output, list | tuple):
             weights = self.deep_supervision_weights or [1.0 / len(output)] * len(output)
@@ -84,9 +126,7 @@ class SemanticTask:
 
     def predict(self, output: Any) -> torch.Tensor:
         logits = output[-1] if isinstance(output, list | tuple) else output
-        if logits.shape[1] == 1:
-            return (logits[:, 0] > 0).long()
-        return logits.argmax(dim=1)
+        return labels_from_logits(logits)
 
     def new_metrics(self) -> ConfusionMatrix:
         # A binary (one-logit) model still has two classes in the confusion matrix.
