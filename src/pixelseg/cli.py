@@ -1,8 +1,10 @@
 """The ``pixelseg`` command line: argument parsing and wiring only.
 
-Every command maps to one function of :mod:`pixelseg.workflows`. A :class:`PixelsegError`
-(or a ``ValueError`` from a library underneath) prints as one line; ``--debug`` shows the
-traceback instead.
+Every command maps to one function of :mod:`pixelseg.workflows`. Any error prints as one
+line on stderr and exits with status 2; ``--debug`` shows the traceback instead. Errors we
+expect users to cause (:class:`PixelsegError`, ``ValueError``, ``OSError`` such as a
+permission problem) print their message alone; anything else also names its type, because
+the message of an unexpected error rarely makes sense without it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from pixelseg.errors import PixelsegError
+from pixelseg.errors import InvalidInputError, PixelsegError
 
 __all__ = ["build_parser", "main"]
 
@@ -26,8 +29,15 @@ EXAMPLES = {
 }
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+def _add_common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # On a command, --debug defaults to "unset" so that `pixelseg --debug eval ...` keeps the
+    # top-level value instead of the command's default overwriting it.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show tracebacks and debug logs",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and predict pixel-level segmentation models.",
         epilog="example: pixelseg demo",
     )
-    _add_common(parser)
+    _add_common(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -104,12 +114,14 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {name:<16} {description}")
         return 0
     if args.command == "demo":
+        _check_folder(args.out, "--out")
         metrics = workflows.demo(args.out, minutes=args.minutes)
         print(f"report: {args.out}/metrics.json (charts and worst_cases.png beside it)")
         print(f"predictions: {args.out}/predictions")
         print(f"validation mIoU: {metrics['miou']:.4f}")
         return 0
     if args.command == "predict":
+        _check_folder(args.out, "--out")
         written = workflows.predict_files(
             args.checkpoint,
             args.inputs,
@@ -127,16 +139,33 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.command == "train":
+        _check_folder(args.out or config.output_dir, "--out" if args.out else "output_dir")
         metrics, run_dir = workflows.train(config, out=args.out, resume=args.resume)
         print(f"run directory: {run_dir}")
         if "miou" in metrics:
             print(f"last validation mIoU: {metrics['miou']:.4f}")
         return 0
     out = args.out or f"{config.output_dir}/eval"
+    _check_folder(out, "--out" if args.out else "the report folder <output_dir>/eval")
     metrics = workflows.eval_checkpoint(config, args.checkpoint, out)
     print(f"mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}")
     print(f"report: {out}/metrics.json")
     return 0
+
+
+def _check_folder(path: str | Path, what: str) -> None:
+    """Refuse an output folder that is an existing file before any work starts."""
+    if Path(path).is_file():
+        raise InvalidInputError(f"{what} {str(path)!r} is a file, not a folder")
+
+
+def _error_line(error: BaseException) -> str:
+    """The one line printed for ``error``: expected errors as their message, others typed."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = "; ".join(lines) or type(error).__name__
+    if isinstance(error, PixelsegError | ValueError | OSError):
+        return f"error: {message}"
+    return f"error: {type(error).__name__}: {message} (run with --debug for the traceback)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last complete checkpoint is kept", file=sys.stderr)
         return 130
-    except (PixelsegError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # every error becomes one line; --debug shows the traceback
+        print(_error_line(error), file=sys.stderr)
         return 2
 
 
