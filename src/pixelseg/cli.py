@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pixelseg.errors import InvalidInputError, PixelsegError
 
@@ -27,6 +28,27 @@ EXAMPLES = {
     "models": "example: pixelseg models",
     "demo": "example: pixelseg demo --out runs/demo",
 }
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser whose positionals may follow its options.
+
+    ``eval CONFIG --checkpoint CKPT data.root=x`` puts an override after an option, which
+    plain argparse rejects. The subcommand action calls ``parse_known_args``; this routes that
+    call through ``parse_known_intermixed_args`` (which cannot run on the top parser, as it
+    has subcommands), and the intermixed parser's own two inner passes through the plain one.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _add_common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -47,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: pixelseg demo",
     )
     _add_common(parser, top=True)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(
@@ -62,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", "Train a model from a YAML experiment config.")
     train.add_argument("config", help="experiment YAML file")
-    train.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        help="config overrides key.sub=value (before or after options)",
+    )
     train.add_argument("--out", help="run directory (default: the config's output_dir)")
     train.add_argument(
         "--resume",
@@ -70,14 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         metavar="CKPT",
-        help="continue from CKPT, or from <run dir>/last.pt when no path is given",
+        help="continue from CKPT, or from <run dir>/last.pt when no path is given "
+        "(a bare --resume goes last or before another option, not before an override)",
     )
 
     evaluate = command("eval", "Evaluate a checkpoint on the config's validation data.")
     evaluate.add_argument("config", help="experiment YAML file")
-    evaluate.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    evaluate.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        help="config overrides key.sub=value (before or after options)",
+    )
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
-    evaluate.add_argument("--out", help="report directory (default: <run dir>/eval)")
+    evaluate.add_argument(
+        "--out",
+        help="report directory (default: <output_dir>/eval, with output_dir from the config "
+        "and its overrides, not the checkpoint's folder)",
+    )
 
     predict = command("predict", "Segment images with a checkpoint (files, folders or globs).")
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
@@ -140,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.command == "train":
         _check_folder(args.out or config.output_dir, "--out" if args.out else "output_dir")
+        _check_resume(args.resume)
         metrics, run_dir = workflows.train(config, out=args.out, resume=args.resume)
         print(f"run directory: {run_dir}")
         if "miou" in metrics:
@@ -157,6 +197,16 @@ def _check_folder(path: str | Path, what: str) -> None:
     """Refuse an output folder that is an existing file before any work starts."""
     if Path(path).is_file():
         raise InvalidInputError(f"{what} {str(path)!r} is a file, not a folder")
+
+
+def _check_resume(resume: Any) -> None:
+    # With overrides allowed after options, `--resume train.epochs=8` takes the override as
+    # the checkpoint path; say so instead of failing on a missing checkpoint.
+    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():
+        raise InvalidInputError(
+            f"--resume took {resume!r} as its checkpoint; to resume from <run dir>/last.pt "
+            "with overrides, put them before --resume (or --resume before another option)"
+        )
 
 
 def _error_line(error: BaseException) -> str:
