@@ -157,7 +157,13 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
         )
         == 0
     )
-    big = Image.open(out / "big.png")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "big_mask.png",
+        "big_overlay.png",
+        "small_mask.png",
+        "small_overlay.png",
+    ]
+    big = Image.open(out / "big_mask.png")
     assert big.mode == "P" and big.size == (90, 70)
     assert np.asarray(big).max() < 4
     assert Image.open(out / "small_overlay.png").size == (25, 20)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,17 @@ EXAMPLES = {
     "models": "example: pixelseg models",
     "demo": "example: pixelseg demo --out runs/demo",
 }
+
+
+PREDICT_NAMING = (
+    "outputs: <name>_mask.png (index mask, palette-coloured) and <name>_overlay.png per "
+    "image, where <name> is the file's stem (photos/cat.jpg -> cat_mask.png). Inputs sharing "
+    "a stem add their extension (cat.jpg, cat.png -> cat_jpg, cat_png); inputs sharing the "
+    "whole file name add their folders below the folder they have in common (a/cat.png, "
+    "b/cat.png -> a_cat_png, b_cat_png). --out may be the input folder: predict stops before "
+    "writing anything if an output would replace an input image or another output of the "
+    "same run."
+)
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -73,11 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
     )
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, notes: str = "") -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=help_text,
-            description=help_text,
+            description=f"{help_text}\n\n{textwrap.fill(notes, 80)}" if notes else help_text,
             epilog=EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -118,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and its overrides, not the checkpoint's folder)",
     )
 
-    predict = command("predict", "Segment images with a checkpoint (files, folders or globs).")
+    predict = command(
+        "predict",
+        "Segment images with a checkpoint (files, folders or globs).",
+        notes=PREDICT_NAMING,
+    )
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
     predict.add_argument("--out", required=True, help="output directory")
@@ -171,7 +187,10 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             alpha=args.alpha,
         )
-        print(f"wrote {len(written)} masks and overlays to {args.out}")
+        print(
+            f"wrote {len(written)} masks (<name>_mask.png) and overlays (<name>_overlay.png) "
+            f"to {args.out}"
+        )
         return 0
 
     from pixelseg.config import load_config
