@@ -10,6 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from pixelseg import workflows
 from pixelseg.cli import EXAMPLES, main
 from pixelseg.config import load_config
 
@@ -44,6 +45,60 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     code = main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path), "x"])
     assert code == 2
     assert "none.pt" in capsys.readouterr().err
+
+
+def write_config(tmp_path: Path) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run")}))
+    return path
+
+
+def test_overrides_may_follow_options(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_eval(config, checkpoint, out):
+        seen.update(config=config, checkpoint=checkpoint, out=out)
+        return {"miou": 0.5, "pixel_accuracy": 0.5}
+
+    def fake_train(config, out=None, resume=None):
+        seen.update(config=config, out=out, resume=resume)
+        return {}, Path(out)
+
+    monkeypatch.setattr(workflows, "eval_checkpoint", fake_eval)
+    monkeypatch.setattr(workflows, "train", fake_train)
+    path = str(write_config(tmp_path))
+    assert main(["eval", path, "--checkpoint", "x.pt", "data.batch_size=3", "seed=7"]) == 0
+    assert seen["config"].data.batch_size == 3 and seen["config"].seed == 7
+    assert seen["checkpoint"] == "x.pt"
+    out = str(tmp_path / "o")
+    assert main(["train", path, "seed=5", "--out", out, "data.batch_size=2", "--resume"]) == 0
+    assert seen["config"].seed == 5 and seen["config"].data.batch_size == 2
+    assert seen["out"] == out and seen["resume"] is True
+
+
+def test_bare_resume_before_an_override_is_explained(tmp_path, capsys):
+    path = str(write_config(tmp_path))
+    assert main(["train", path, "--resume", "train.epochs=8"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume took 'train.epochs=8' as its checkpoint" in err
+
+
+def test_eval_report_folder_is_what_the_help_says(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_eval(config, checkpoint, out):
+        seen["out"] = out
+        return {"miou": 0.5, "pixel_accuracy": 0.5}
+
+    monkeypatch.setattr(workflows, "eval_checkpoint", fake_eval)
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "(default: <output_dir>/eval" in " ".join(capsys.readouterr().out.split())
+    other = tmp_path / "elsewhere"
+    path = str(write_config(tmp_path))
+    assert main(["eval", path, "--checkpoint", "ckpts/best.pt", f"output_dir={other}"]) == 0
+    assert seen["out"] == f"{other}/eval"
+    assert f"report: {other}/eval/metrics.json" in capsys.readouterr().out
 
 
 def test_shipped_configs_validate_and_demo_copy_matches():
@@ -102,7 +157,13 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
         )
         == 0
     )
-    big = Image.open(out / "big.png")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "big_mask.png",
+        "big_overlay.png",
+        "small_mask.png",
+        "small_overlay.png",
+    ]
+    big = Image.open(out / "big_mask.png")
     assert big.mode == "P" and big.size == (90, 70)
     assert np.asarray(big).max() < 4
     assert Image.open(out / "small_overlay.png").size == (25, 20)

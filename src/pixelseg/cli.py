@@ -1,8 +1,10 @@
 """The ``pixelseg`` command line: argument parsing and wiring only.
 
-Every command maps to one function of :mod:`pixelseg.workflows`. A :class:`PixelsegError`
-(or a ``ValueError`` from a library underneath) prints as one line; ``--debug`` shows the
-traceback instead.
+Every command maps to one function of :mod:`pixelseg.workflows`. Any error prints as one
+line on stderr and exits with status 2; ``--debug`` shows the traceback instead. Errors we
+expect users to cause (:class:`PixelsegError`, ``ValueError``, ``OSError`` such as a
+permission problem) print their message alone; anything else also names its type, because
+the message of an unexpected error rarely makes sense without it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from pixelseg.errors import PixelsegError
+from pixelseg.errors import InvalidInputError, PixelsegError
 
 __all__ = ["build_parser", "main"]
 
@@ -26,8 +31,47 @@ EXAMPLES = {
 }
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+PREDICT_NAMING = (
+    "outputs: <name>_mask.png (index mask, palette-coloured) and <name>_overlay.png per "
+    "image, where <name> is the file's stem (photos/cat.jpg -> cat_mask.png). Inputs sharing "
+    "a stem add their extension (cat.jpg, cat.png -> cat_jpg, cat_png); inputs sharing the "
+    "whole file name add their folders below the folder they have in common (a/cat.png, "
+    "b/cat.png -> a_cat_png, b_cat_png). --out may be the input folder: predict stops before "
+    "writing anything if an output would replace an input image or another output of the "
+    "same run."
+)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser whose positionals may follow its options.
+
+    ``eval CONFIG --checkpoint CKPT data.root=x`` puts an override after an option, which
+    plain argparse rejects. The subcommand action calls ``parse_known_args``; this routes that
+    call through ``parse_known_intermixed_args`` (which cannot run on the top parser, as it
+    has subcommands), and the intermixed parser's own two inner passes through the plain one.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _add_common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # On a command, --debug defaults to "unset" so that `pixelseg --debug eval ...` keeps the
+    # top-level value instead of the command's default overwriting it.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show tracebacks and debug logs",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,14 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and predict pixel-level segmentation models.",
         epilog="example: pixelseg demo",
     )
-    _add_common(parser)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_common(parser, top=True)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, notes: str = "") -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=help_text,
-            description=help_text,
+            description=f"{help_text}\n\n{textwrap.fill(notes, 80)}" if notes else help_text,
             epilog=EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -52,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", "Train a model from a YAML experiment config.")
     train.add_argument("config", help="experiment YAML file")
-    train.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        help="config overrides key.sub=value (before or after options)",
+    )
     train.add_argument("--out", help="run directory (default: the config's output_dir)")
     train.add_argument(
         "--resume",
@@ -60,21 +111,39 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         metavar="CKPT",
-        help="continue from CKPT, or from <run dir>/last.pt when no path is given",
+        help="continue from CKPT, or from <run dir>/last.pt when no path is given "
+        "(a bare --resume goes last or before another option, not before an override)",
     )
 
     evaluate = command("eval", "Evaluate a checkpoint on the config's validation data.")
     evaluate.add_argument("config", help="experiment YAML file")
-    evaluate.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    evaluate.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        help="config overrides key.sub=value (before or after options)",
+    )
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
-    evaluate.add_argument("--out", help="report directory (default: <run dir>/eval)")
+    evaluate.add_argument(
+        "--out",
+        help="report directory (default: <output_dir>/eval, with output_dir from the config "
+        "and its overrides, not the checkpoint's folder)",
+    )
 
-    predict = command("predict", "Segment images with a checkpoint (files, folders or globs).")
+    predict = command(
+        "predict",
+        "Segment images with a checkpoint (files, folders or globs).",
+        notes=PREDICT_NAMING,
+    )
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
     predict.add_argument("--out", required=True, help="output directory")
     predict.add_argument(
-        "--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window tile size"
+        "--window",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="tile images larger than H x W with a blended sliding window (default: whole images)",
     )
     predict.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
     predict.add_argument("--tta", action="store_true", help="average with a horizontal flip")
@@ -104,12 +173,14 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {name:<16} {description}")
         return 0
     if args.command == "demo":
+        _check_folder(args.out, "--out")
         metrics = workflows.demo(args.out, minutes=args.minutes)
         print(f"report: {args.out}/metrics.json (charts and worst_cases.png beside it)")
         print(f"predictions: {args.out}/predictions")
         print(f"validation mIoU: {metrics['miou']:.4f}")
         return 0
     if args.command == "predict":
+        _check_folder(args.out, "--out")
         written = workflows.predict_files(
             args.checkpoint,
             args.inputs,
@@ -120,23 +191,54 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             alpha=args.alpha,
         )
-        print(f"wrote {len(written)} masks and overlays to {args.out}")
+        print(
+            f"wrote {len(written)} masks (<name>_mask.png) and overlays (<name>_overlay.png) "
+            f"to {args.out}"
+        )
         return 0
 
     from pixelseg.config import load_config
 
     config = load_config(args.config, args.overrides)
     if args.command == "train":
+        _check_folder(args.out or config.output_dir, "--out" if args.out else "output_dir")
+        _check_resume(args.resume)
         metrics, run_dir = workflows.train(config, out=args.out, resume=args.resume)
         print(f"run directory: {run_dir}")
         if "miou" in metrics:
             print(f"last validation mIoU: {metrics['miou']:.4f}")
         return 0
     out = args.out or f"{config.output_dir}/eval"
+    _check_folder(out, "--out" if args.out else "the report folder <output_dir>/eval")
     metrics = workflows.eval_checkpoint(config, args.checkpoint, out)
     print(f"mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}")
     print(f"report: {out}/metrics.json")
     return 0
+
+
+def _check_folder(path: str | Path, what: str) -> None:
+    """Refuse an output folder that is an existing file before any work starts."""
+    if Path(path).is_file():
+        raise InvalidInputError(f"{what} {str(path)!r} is a file, not a folder")
+
+
+def _check_resume(resume: Any) -> None:
+    # With overrides allowed after options, `--resume train.epochs=8` takes the override as
+    # the checkpoint path; say so instead of failing on a missing checkpoint.
+    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():
+        raise InvalidInputError(
+            f"--resume took {resume!r} as its checkpoint; to resume from <run dir>/last.pt "
+            "with overrides, put them before --resume (or --resume before another option)"
+        )
+
+
+def _error_line(error: BaseException) -> str:
+    """The one line printed for ``error``: expected errors as their message, others typed."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = "; ".join(lines) or type(error).__name__
+    if isinstance(error, PixelsegError | ValueError | OSError):
+        return f"error: {message}"
+    return f"error: {type(error).__name__}: {message} (run with --debug for the traceback)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last complete checkpoint is kept", file=sys.stderr)
         return 130
-    except (PixelsegError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # every error becomes one line; --debug shows the traceback
+        print(_error_line(error), file=sys.stderr)
         return 2
 
 

@@ -7,7 +7,9 @@ calls one of these.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from pixelseg.engine.device import resolve_device
 from pixelseg.engine.evaluator import evaluate
 from pixelseg.engine.sampling import seed_everything
 from pixelseg.engine.trainer import Trainer
-from pixelseg.errors import CheckpointError
+from pixelseg.errors import CheckpointError, InvalidInputError
 from pixelseg.inference import overlay, save_index_mask
 from pixelseg.inference.segmenter import Segmenter
 
@@ -172,23 +174,90 @@ def predict_files(
     device: str = "auto",
     alpha: float = 0.5,
 ) -> list[Path]:
-    """Write ``<stem>.png`` (index mask) and ``<stem>_overlay.png`` per input image."""
+    """Write ``<name>_mask.png`` (index mask) and ``<name>_overlay.png`` per input image.
+
+    ``<name>`` is the file's stem, made unique by :func:`_output_names`. The suffixes keep a
+    mask from ever landing on its own input (``--out`` may be the input folder), and every
+    name is checked before anything is written: no output replaces an input image or another
+    output of this run. Returns the mask paths, in input order.
+    """
     segmenter = Segmenter.from_checkpoint(
         checkpoint, device=resolve_device(device), window=window, overlap=overlap, tta=tta
     )
+    images = list_images(inputs)
+    names = _output_names(images)
     out = Path(out)
+    _refuse_overwriting_inputs(images, names, out)
     out.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "predicting %d images into %s as <name>_mask.png and <name>_overlay.png", len(images), out
+    )
     written = []
-    for path in list_images(inputs):
+    for path, name in zip(images, names, strict=True):
+        if name != path.stem:
+            log.info("%s shares its stem with another input: written as %s_*.png", path, name)
         image = read_image(path, in_channels=segmenter.in_channels)
         labels = segmenter.predict(image)
-        mask_path = save_index_mask(out / f"{path.stem}.png", labels, segmenter.colors)
+        mask_path = save_index_mask(out / f"{name}_mask.png", labels, segmenter.colors)
         rgb = image if image.ndim == 3 and image.shape[2] == 3 else _grey_to_rgb(image)
         blended = overlay(rgb, labels, segmenter.colors, alpha=alpha)
-        Image.fromarray(blended).save(out / f"{path.stem}_overlay.png")
+        Image.fromarray(blended).save(out / f"{name}_overlay.png")
         written.append(mask_path)
         log.info("predicted %s -> %s", path, mask_path)
     return written
+
+
+def _output_names(images: list[Path]) -> list[str]:
+    """One unique output name per image, in order (compared ignoring case, as some file
+    systems do).
+
+    The stem; when several inputs share a stem, ``<stem>_<ext>`` (``x.jpg`` -> ``x_jpg``);
+    when they share the whole file name, ``<folders>_<stem>_<ext>`` with the folders relative
+    to the one they have in common (``a/x.png``, ``b/x.png`` -> ``a_x_png``, ``b_x_png``).
+    A name these rules still repeat is an error naming both inputs.
+    """
+    names = [path.stem for path in images]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, path in enumerate(images):
+        groups[path.stem.lower()].append(index)
+    for group in groups.values():
+        if len(group) == 1:
+            continue
+        paths = [images[index] for index in group]
+        if len({path.name.lower() for path in paths}) == len(paths):
+            for index, path in zip(group, paths, strict=True):
+                names[index] = f"{path.stem}_{path.suffix[1:].lower()}"
+            continue
+        resolved = [path.resolve() for path in paths]
+        common = Path(os.path.commonpath(resolved))
+        for index, path in zip(group, resolved, strict=True):
+            folders = path.parent.relative_to(common).parts
+            names[index] = "_".join([*folders, path.stem, path.suffix[1:].lower()])
+    seen: dict[str, Path] = {}
+    for path, name in zip(images, names, strict=True):
+        first = seen.setdefault(name.lower(), path)
+        if first != path:
+            raise InvalidInputError(
+                f"inputs {str(first)!r} and {str(path)!r} would both be written as "
+                f"{name}_mask.png; rename one or predict them into separate folders"
+            )
+    return names
+
+
+def _refuse_overwriting_inputs(images: list[Path], names: list[str], out: Path) -> None:
+    """Raise before writing anything if an output path is one of the input images (say, the
+    mask of ``x.png`` when ``x_mask.png`` from an earlier run into the same folder is an
+    input too)."""
+    inputs = {path.resolve(): path for path in images}
+    for name in names:
+        for suffix in ("mask", "overlay"):
+            target = out / f"{name}_{suffix}.png"
+            if target.resolve() in inputs:
+                raise InvalidInputError(
+                    f"output {str(target)!r} would replace the input image "
+                    f"{str(inputs[target.resolve()])!r}; write into another folder, or leave "
+                    "earlier outputs out of the inputs"
+                )
 
 
 def _grey_to_rgb(image):

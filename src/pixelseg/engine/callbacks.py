@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import math
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +29,37 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """tqdm bar per epoch with loss, learning rate and images per second (to stderr)."""
+    """Training progress on stderr: loss, learning rate and images per second.
 
-    def __init__(self) -> None:
+    On a terminal, a tqdm bar per epoch. Otherwise (a log file, a CI job) every carriage-return
+    update of a bar would become a line of the log, so plain lines instead: one per epoch
+    (epoch, steps, mean loss, lr, images/s) and at most one every ``interval_s`` seconds
+    during an epoch. Writing to stderr, not logging, is this callback's job: it is the
+    progress display, switched on by ``train.progress``.
+    """
+
+    def __init__(
+        self, interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock  # injectable so tests need not wait
         self._bar = None
+        self._plain: bool | None = None  # decided on first use, from sys.stderr then
+        self._steps = 0
+        self._loss_sum = 0.0
+        self._logs: dict[str, float] = {}
+        self._last_line = 0.0
+
+    def _is_plain(self) -> bool:
+        if self._plain is None:
+            isatty = getattr(sys.stderr, "isatty", None)
+            self._plain = not (callable(isatty) and isatty())
+        return self._plain
 
     def on_step(self, trainer: Any, logs: dict[str, float]) -> None:
+        if self._is_plain():
+            self._plain_step(trainer, logs)
+            return
         from tqdm import tqdm
 
         if self._bar is None:
@@ -49,20 +76,57 @@ class ProgressBar(Callback):
         )
         self._bar.update(1)
 
+    def _plain_step(self, trainer: Any, logs: dict[str, float]) -> None:
+        now = self._clock()
+        if self._steps == 0:
+            self._last_line = now
+        self._steps += 1
+        self._loss_sum += logs["loss"]
+        self._logs = logs
+        if trainer.state.batch_in_epoch >= trainer.steps_per_epoch:
+            self._write_plain(trainer)
+            self._steps, self._loss_sum = 0, 0.0
+        elif now - self._last_line >= self.interval_s:
+            self._write_plain(trainer)
+            self._last_line = now
+
+    def _write_plain(self, trainer: Any, note: str = "") -> None:
+        """One line for the steps of the current epoch seen so far (it is still running)."""
+        state, logs = trainer.state, self._logs
+        print(
+            f"epoch {state.epoch + 1}: {note}{state.batch_in_epoch}/{trainer.steps_per_epoch} "
+            f"steps, mean loss {self._loss_sum / self._steps:.4f}, lr {logs['lr']:.2e}, "
+            f"{logs['images_per_s']:.1f} images/s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _flush_stopped_epoch(self, trainer: Any) -> None:
+        # A run that stops mid-epoch (time budget, iteration count) gets its epoch line too.
+        if self._steps:
+            self._write_plain(trainer, note="stopped after ")
+            self._steps, self._loss_sum = 0, 0.0
+
     def on_epoch_end(self, trainer: Any) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._flush_stopped_epoch(trainer)
 
     def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
-        from tqdm import tqdm
-
         summary = ", ".join(
             f"{key} {value:.4f}"
             for key, value in metrics.items()
             if isinstance(value, float) and not math.isnan(value)
         )
-        tqdm.write(f"epoch {trainer.state.epoch}: {summary}", file=sys.stderr)
+        line = f"epoch {trainer.state.epoch}: {summary}"
+        if self._is_plain():
+            self._flush_stopped_epoch(trainer)  # before the metrics it led to
+            print(line, file=sys.stderr, flush=True)
+            return
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
 
     on_train_end = on_epoch_end
 

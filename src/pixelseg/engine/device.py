@@ -26,17 +26,29 @@ class Runtime:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available else cpu; otherwise the named device, checked."""
+    """``auto`` -> cuda if available else cpu; otherwise the named device, checked.
+
+    A CUDA index is checked here because torch only fails on first use, deep in a run and
+    with an error that does not name the setting.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(
-            f"train.device {name!r} is not a device (use auto, cpu, cuda, cuda:0)"
+            f"device {name!r} is not a device (use auto, cpu, cuda, cuda:0)"
         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device {name!r} asked for CUDA but no CUDA device is available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for CUDA but no CUDA device is available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            valid = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise ConfigError(
+                f"device {name!r}: there is no CUDA device {device.index}, only {count} CUDA "
+                f"device{'s' if count != 1 else ''} (use {valid})"
+            )
     return device
 
 
