@@ -12,6 +12,7 @@ from PIL import Image
 from pixelseg import build, losses
 from pixelseg.config import parse_config
 from pixelseg.errors import ConfigError
+from pixelseg.tasks import semantic_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def test_padding_gets_an_ignore_value_when_the_dataset_has_none():
     assert int((mask == build.PAD_IGNORE).sum()) == 48 * 48 - 16 * 16
     task = build.build_task(config, bundle)
     assert task.ignore_index == build.PAD_IGNORE
-    assert task.new_metrics().ignore_index == build.PAD_IGNORE
+    assert task.new_metrics().matrix.ignore_index == build.PAD_IGNORE
 
 
 def test_padding_uses_the_datasets_own_ignore_value(tmp_path):
@@ -98,7 +99,7 @@ def test_class_weights_are_counted_on_the_stored_masks_and_repeat(monkeypatch):
 def test_loss_gets_the_ignore_value_and_the_weights():
     config = synthetic(augment=[{"name": "pad", "size": [40, 40]}])
     bundle = build.build_datasets(config)
-    loss = build.build_loss(config, bundle, class_weights=[1.0, 2.0, 3.0, 4.0])
+    loss = semantic_setup.build_loss(config, bundle, class_weights=[1.0, 2.0, 3.0, 4.0])
     logits = torch.randn(1, 4, 2, 2)
     target = torch.tensor([[[0, 1], [255, 3]]])
     reference = torch.nn.functional.cross_entropy(
@@ -171,7 +172,7 @@ def test_checkpoint_meta_is_json_data():
 
     config = synthetic()
     bundle = build.build_datasets(config)
-    meta = build.checkpoint_meta(config, bundle, class_weights=[1.0, 2.0, 3.0, 4.0])
+    meta = build.checkpoint_meta(config, bundle, {"class_weights": [1.0, 2.0, 3.0, 4.0]})
     assert json.loads(json.dumps(meta)) == meta
     assert meta["class_weights"] == [1.0, 2.0, 3.0, 4.0]
     assert meta["classes"] == bundle.classes and meta["task"] == "semantic"

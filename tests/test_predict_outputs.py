@@ -6,32 +6,47 @@ file handling; tests/test_cli.py runs predict with a trained checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pixelseg import workflows
 from pixelseg.cli import main
 from pixelseg.errors import InvalidInputError
+from pixelseg.tasks import TASKS
+
+SEMANTIC = TASKS["semantic"]
 
 
-class StubSegmenter:
-    in_channels = 3
-    colors = ((0, 0, 0), (255, 0, 0))
+STUB_CHECKPOINT = {
+    "task": "semantic",
+    "classes": ["background", "thing"],
+    "colors": [[0, 0, 0], [255, 0, 0]],
+    "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
+    "in_channels": 3,
+}
 
-    @classmethod
-    def from_checkpoint(cls, *args, **kwargs) -> StubSegmenter:
-        return cls()
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        return np.zeros(image.shape[:2], dtype=np.int64)
+def stub_predictor(payload, **options):
+    """Logits that make every pixel class 0."""
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(images.shape[0], 2, *images.shape[2:])
+        logits[:, 0] = 1.0
+        return logits
+
+    return predict
 
 
 @pytest.fixture(autouse=True)
 def stub_model(monkeypatch):
-    monkeypatch.setattr(workflows, "Segmenter", StubSegmenter)
+    plugin = dataclasses.replace(SEMANTIC, predictor_from_checkpoint=stub_predictor)
+    monkeypatch.setattr(workflows, "load_checkpoint", lambda path: dict(STUB_CHECKPOINT))
+    monkeypatch.setattr(workflows, "get_plugin", lambda name: plugin)
 
 
 def save(path: Path, height: int, width: int) -> Path:
@@ -107,4 +122,4 @@ def test_cli_prints_how_outputs_are_named(tmp_path, capsys):
     save(tmp_path / "x.png", 4, 4)
     argv = ["predict", "--checkpoint", "stub.pt", "--out", str(tmp_path / "o"), str(tmp_path)]
     assert main(argv) == 0
-    assert "masks (<name>_mask.png) and overlays (<name>_overlay.png)" in capsys.readouterr().out
+    assert f"wrote predictions for 1 inputs to {tmp_path / 'o'}" in capsys.readouterr().out

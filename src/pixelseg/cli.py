@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--window",
         type=int,
-        nargs=2,
-        metavar=("H", "W"),
+        nargs="+",
+        metavar="SIZE",
         help="tile images larger than H x W with a blended sliding window (default: whole images)",
     )
     predict.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics = workflows.demo(args.out, minutes=args.minutes)
         print(f"report: {args.out}/metrics.json (charts and worst_cases.png beside it)")
         print(f"predictions: {args.out}/predictions")
-        print(f"validation mIoU: {metrics['miou']:.4f}")
+        print(f"validation {workflows.summary('semantic', metrics)}")
         return 0
     if args.command == "predict":
         _check_folder(args.out, "--out")
@@ -191,10 +191,7 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             alpha=args.alpha,
         )
-        print(
-            f"wrote {len(written)} masks (<name>_mask.png) and overlays (<name>_overlay.png) "
-            f"to {args.out}"
-        )
+        print(f"wrote predictions for {len(written)} inputs to {args.out}")
         return 0
 
     from pixelseg.config import load_config
@@ -205,13 +202,13 @@ def _run(args: argparse.Namespace) -> int:
         _check_resume(args.resume)
         metrics, run_dir = workflows.train(config, out=args.out, resume=args.resume)
         print(f"run directory: {run_dir}")
-        if "miou" in metrics:
-            print(f"last validation mIoU: {metrics['miou']:.4f}")
+        if metrics:
+            print(f"last validation: {workflows.summary(config.task, metrics)}")
         return 0
     out = args.out or f"{config.output_dir}/eval"
     _check_folder(out, "--out" if args.out else "the report folder <output_dir>/eval")
     metrics = workflows.eval_checkpoint(config, args.checkpoint, out)
-    print(f"mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}")
+    print(workflows.summary(config.task, metrics))
     print(f"report: {out}/metrics.json")
     return 0
 

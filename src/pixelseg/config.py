@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pixelseg.errors import ConfigError, closest_match
 
 __all__ = [
+    "TASK_NAMES",
     "DataConfig",
     "EvalConfig",
     "ExperimentConfig",
@@ -221,19 +229,36 @@ class TrainConfig(_Section):
         return self
 
 
+#: The task plug-ins (``pixelseg.tasks.TASKS`` has the same names; a test keeps them equal).
+#: Spelled out here so that the config validates without importing torch.
+TASK_NAMES: tuple[str, ...] = ("semantic",)
+
+
+def _window(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if value is not None and (not value or any(v < 1 for v in value)):
+        raise ValueError(f"a window needs one positive size per spatial dimension, got {value}")
+    return value
+
+
 class EvalConfig(_Section):
     gallery_size: int = Field(8, ge=0)
     per_image: bool = True
-    window: tuple[int, int] | None = None
+    # Tile size, one per spatial dimension (e.g. [512, 512], or [96, 96, 96] for volumes);
+    # None scores whole images.
+    window: tuple[int, ...] | None = None
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     tta: bool = False
+
+    _check_window = field_validator("window")(_window)
 
 
 class PredictConfig(_Section):
-    window: tuple[int, int] | None = None
+    window: tuple[int, ...] | None = None
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     tta: bool = False
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0)
+
+    _check_window = field_validator("window")(_window)
 
 
 class ExperimentConfig(_Section):
@@ -242,13 +267,24 @@ class ExperimentConfig(_Section):
     name: str = "experiment"
     output_dir: str = "runs/experiment"
     seed: int = 0
-    task: Literal["semantic"] = "semantic"
+    task: str = "semantic"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     predict: PredictConfig = PredictConfig()
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASK_NAMES:
+            hint = closest_match(value, TASK_NAMES)
+            did_you_mean = f"; did you mean {hint!r}?" if hint else ""
+            raise ValueError(
+                f"unknown task {value!r}{did_you_mean} (tasks: {', '.join(TASK_NAMES)})"
+            )
+        return value
 
 
 def _valid_keys(loc: tuple[Any, ...]) -> list[str]:

@@ -14,31 +14,29 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from PIL import Image
 
-from pixelseg.build import (
-    build_datasets,
-    build_model,
-    build_task,
-    checkpoint_meta,
-    count_class_weights,
-)
+from pixelseg.build import build_datasets, build_model, build_task, checkpoint_meta, train_extras
 from pixelseg.checkpoints import load_checkpoint
 from pixelseg.config import ExperimentConfig, apply_overrides, dump_config, parse_config
-from pixelseg.data import list_images, read_image
 from pixelseg.engine.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
-from pixelseg.engine.device import resolve_device
+from pixelseg.engine.device import move_to_device, resolve_device
 from pixelseg.engine.evaluator import evaluate
 from pixelseg.engine.sampling import seed_everything
 from pixelseg.engine.trainer import Trainer
 from pixelseg.errors import CheckpointError, InvalidInputError
-from pixelseg.inference import overlay, save_index_mask
-from pixelseg.inference.segmenter import Segmenter
+from pixelseg.tasks import get_plugin
 
-__all__ = ["demo", "demo_config", "eval_checkpoint", "predict_files", "train"]
+__all__ = ["demo", "demo_config", "eval_checkpoint", "predict_files", "summary", "train"]
 
 log = logging.getLogger(__name__)
+
+
+def summary(task: str, metrics: dict[str, Any]) -> str:
+    """The task's one-line summary of ``metrics`` (empty when there are none)."""
+    return get_plugin(task).summary(metrics) if metrics else ""
 
 
 def _configure_threads(config: ExperimentConfig) -> None:
@@ -65,11 +63,13 @@ def train(
     _configure_threads(config)
     seed_everything(config.seed)
     bundle = build_datasets(config)
-    model = build_model(config, bundle.num_classes)
-    class_weights = _class_weights(config, bundle, resume_path)
-    task = build_task(config, bundle, class_weights)
+    model = build_model(config, bundle)
+    saved = load_checkpoint(resume_path, require=()) if resume_path is not None else None
+    extras = train_extras(config, bundle, saved)
+    del saved
+    task = build_task(config, bundle, extras)
     dump_config(config, run_dir / "config.yaml")
-    standard = [CSVLogger(run_dir / "log.csv")]
+    standard = [CSVLogger(run_dir / "log.csv", task.metric_names)]
     if config.train.tensorboard:
         standard.append(TensorBoardLogger(run_dir / "tensorboard"))
     if config.train.progress:
@@ -81,7 +81,7 @@ def train(
         bundle.val,
         config,
         run_dir,
-        checkpoint_meta(config, bundle, class_weights),
+        checkpoint_meta(config, bundle, extras),
         callbacks=standard + list(callbacks or []),
     )
     metrics = trainer.fit(resume=resume_path)
@@ -97,70 +97,43 @@ def _resume_path(run_dir: Path, resume: str | Path | bool | None) -> Path | None
     return Path(resume) if resume else None
 
 
-def _class_weights(config: ExperimentConfig, bundle, resume_path: Path | None):
-    """The checkpoint's class weights when resuming (exact resume), else counted once."""
-    if not config.loss.class_weights:
-        return None
-    if resume_path is not None:
-        saved = load_checkpoint(resume_path, require=()).get("class_weights")
-        if saved is not None:
-            return list(saved)
-    return count_class_weights(config, bundle)
-
-
 def eval_checkpoint(
     config: ExperimentConfig, checkpoint: str | Path, out: str | Path
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on the config's validation set and write the report to ``out``."""
+    """Evaluate ``checkpoint`` on the config's validation set and write the report to ``out``.
+
+    The checkpoint must be of the config's task and describe its data (classes and their
+    order, channels, normalisation); anything else is refused, naming the mismatch.
+    """
     _configure_threads(config)
+    payload = load_checkpoint(checkpoint)
+    where = f"checkpoint {str(checkpoint)!r}"
+    if payload["task"] != config.task:
+        raise CheckpointError(
+            f"{where} is a {payload['task']!r} model; the config's task is {config.task!r}"
+        )
+    plugin = get_plugin(config.task)
     bundle = build_datasets(config)
+    plugin.check_checkpoint(payload, config, bundle, where)
     task = build_task(config, bundle, with_loss=False)
-    segmenter = Segmenter.from_checkpoint(
-        checkpoint,
-        device=resolve_device(config.train.device),
+    device = resolve_device(config.train.device)
+    predictor = plugin.predictor_from_checkpoint(
+        payload,
+        device=device,
         window=config.eval.window,
         overlap=config.eval.overlap,
         tta=config.eval.tta,
+        where=where,
     )
-    _check_checkpoint_matches(checkpoint, segmenter, config, bundle)
     return evaluate(
-        segmenter,
+        predictor,
         bundle.val,
         task,
         out,
+        device=device,
         gallery_size=config.eval.gallery_size,
         per_image=config.eval.per_image,
     )
-
-
-def _check_checkpoint_matches(checkpoint, segmenter: Segmenter, config, bundle) -> None:
-    """Refuse to score a checkpoint on data it does not describe, naming the mismatch."""
-    where = f"checkpoint {str(checkpoint)!r}"
-    if segmenter.task != config.task:
-        raise CheckpointError(
-            f"{where} is a {segmenter.task!r} model; the config's task is {config.task!r}"
-        )
-    if segmenter.classes != bundle.classes:
-        raise CheckpointError(
-            f"{where} predicts classes {segmenter.classes} but the config's data has "
-            f"{bundle.classes} (names and order must match)"
-        )
-    if segmenter.in_channels != config.data.in_channels:
-        raise CheckpointError(
-            f"{where} takes {segmenter.in_channels}-channel images; data.in_channels is "
-            f"{config.data.in_channels}"
-        )
-    for what, saved, wanted in (
-        ("mean", segmenter.mean, bundle.mean),
-        ("std", segmenter.std, bundle.std),
-    ):
-        if len(saved) != len(wanted) or any(
-            abs(a - b) > 1e-6 for a, b in zip(saved, wanted, strict=True)
-        ):
-            raise CheckpointError(
-                f"{where} was trained with normalisation {what} {saved}; the config gives "
-                f"{wanted} (data.normalize, data.mean, data.std)"
-            )
 
 
 def predict_files(
@@ -168,7 +141,7 @@ def predict_files(
     inputs: list[str],
     out: str | Path,
     *,
-    window: tuple[int, int] | None = None,
+    window: tuple[int, ...] | None = None,
     overlap: float = 0.25,
     tta: bool = False,
     device: str = "auto",
@@ -181,29 +154,32 @@ def predict_files(
     name is checked before anything is written: no output replaces an input image or another
     output of this run. Returns the mask paths, in input order.
     """
-    segmenter = Segmenter.from_checkpoint(
-        checkpoint, device=resolve_device(device), window=window, overlap=overlap, tta=tta
+    torch_device = resolve_device(device)
+    payload = load_checkpoint(checkpoint)
+    where = f"checkpoint {str(checkpoint)!r}"
+    plugin = get_plugin(str(payload["task"]))
+    task = plugin.task_from_checkpoint(payload, None)
+    task.overlay_alpha = alpha
+    predictor = plugin.predictor_from_checkpoint(
+        payload, device=torch_device, window=window, overlap=overlap, tta=tta, where=where
     )
-    images = list_images(inputs)
-    names = _output_names(images)
+    inputs_found = task.list_inputs(inputs)
+    names = _output_names(inputs_found)
     out = Path(out)
-    _refuse_overwriting_inputs(images, names, out)
+    outputs = [task.output_paths(out, name) for name in names]
+    _refuse_overwriting_inputs(inputs_found, outputs)
     out.mkdir(parents=True, exist_ok=True)
-    log.info(
-        "predicting %d images into %s as <name>_mask.png and <name>_overlay.png", len(images), out
-    )
+    log.info("predicting %d inputs into %s", len(inputs_found), out)
     written = []
-    for path, name in zip(images, names, strict=True):
-        if name != path.stem:
-            log.info("%s shares its stem with another input: written as %s_*.png", path, name)
-        image = read_image(path, in_channels=segmenter.in_channels)
-        labels = segmenter.predict(image)
-        mask_path = save_index_mask(out / f"{name}_mask.png", labels, segmenter.colors)
-        rgb = image if image.ndim == 3 and image.shape[2] == 3 else _grey_to_rgb(image)
-        blended = overlay(rgb, labels, segmenter.colors, alpha=alpha)
-        Image.fromarray(blended).save(out / f"{name}_overlay.png")
-        written.append(mask_path)
-        log.info("predicted %s -> %s", path, mask_path)
+    with torch.inference_mode():
+        for path, name in zip(inputs_found, names, strict=True):
+            if name != path.stem:
+                log.info("%s shares its stem with another input: written as %s_*", path, name)
+            raw, batch = task.read_input(path)
+            output = task.forward_eval(predictor, move_to_device(batch, torch_device))
+            files = task.write_prediction(out, name, raw, task.predict(output))
+            written.append(files[0])
+            log.info("predicted %s -> %s", path, ", ".join(str(f) for f in files))
     return written
 
 
@@ -244,27 +220,18 @@ def _output_names(images: list[Path]) -> list[str]:
     return names
 
 
-def _refuse_overwriting_inputs(images: list[Path], names: list[str], out: Path) -> None:
-    """Raise before writing anything if an output path is one of the input images (say, the
-    mask of ``x.png`` when ``x_mask.png`` from an earlier run into the same folder is an
-    input too)."""
-    inputs = {path.resolve(): path for path in images}
-    for name in names:
-        for suffix in ("mask", "overlay"):
-            target = out / f"{name}_{suffix}.png"
-            if target.resolve() in inputs:
-                raise InvalidInputError(
-                    f"output {str(target)!r} would replace the input image "
-                    f"{str(inputs[target.resolve()])!r}; write into another folder, or leave "
-                    "earlier outputs out of the inputs"
-                )
-
-
-def _grey_to_rgb(image):
-    import numpy as np
-
-    grey = image if image.ndim == 2 else image[:, :, 0]
-    return np.repeat(grey[:, :, None], 3, axis=2)
+def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[list[Path]]) -> None:
+    """Raise before writing anything if an output path is one of the inputs (say, the mask
+    of ``x.png`` when ``x_mask.png`` from an earlier run into the same folder is an input
+    too)."""
+    resolved = {path.resolve(): path for path in inputs}
+    for target in (path for paths in outputs for path in paths):
+        if target.resolve() in resolved:
+            raise InvalidInputError(
+                f"output {str(target)!r} would replace the input "
+                f"{str(resolved[target.resolve()])!r}; write into another folder, or leave "
+                "earlier outputs out of the inputs"
+            )
 
 
 def demo_config(out: str | Path, minutes: float | None = None) -> ExperimentConfig:

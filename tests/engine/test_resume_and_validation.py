@@ -11,11 +11,13 @@ import torch
 import yaml
 from PIL import Image
 
-from pixelseg import build, workflows
+from pixelseg import workflows
 from pixelseg.checkpoints import load_checkpoint
 from pixelseg.config import load_config, parse_config
-from pixelseg.engine import trainer as trainer_module
+from pixelseg.data import DATASET_INFO
+from pixelseg.engine.device import model_layout, move_to_device
 from pixelseg.errors import CheckpointError, ConfigError
+from pixelseg.tasks import semantic_setup
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +41,7 @@ def write_voc(root: Path, sizes: list[tuple[int, int]]) -> Path:
     base = root / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    palette = [v for color in build.DATASET_INFO["voc"].colors for v in color]
+    palette = [v for color in DATASET_INFO["voc"].colors for v in color]
     names = []
     for index, (h, w) in enumerate(sizes):
         name = f"2007_{index:06d}"
@@ -119,7 +121,7 @@ def test_resume_reuses_the_saved_class_weights(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         workflows.train(config, callbacks=[StopAt(epoch=1)])
     saved = load_checkpoint(tmp_path / "run" / "last.pt")["class_weights"]
-    monkeypatch.setattr(workflows, "count_class_weights", lambda *a: pytest.fail("recounted"))
+    monkeypatch.setattr(semantic_setup, "count_class_weights", lambda *a: pytest.fail("recounted"))
     workflows.train(config, resume=True)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["class_weights"] == saved
 
@@ -128,7 +130,9 @@ def test_eval_counts_nothing_and_checks_the_checkpoint(tmp_path, monkeypatch):
     config = tiny(tmp_path, epochs=1)
     config.loss.class_weights = "inverse"
     _, run_dir = workflows.train(config)
-    monkeypatch.setattr(build.losses, "count_labels", lambda *a, **k: pytest.fail("counted"))
+    monkeypatch.setattr(
+        semantic_setup.losses, "count_labels", lambda *a, **k: pytest.fail("counted")
+    )
     workflows.eval_checkpoint(config, run_dir / "best.pt", tmp_path / "eval")
 
     payload = load_checkpoint(run_dir / "best.pt")
@@ -164,11 +168,11 @@ def test_a_3d_model_keeps_a_valid_memory_layout():
         memory_format = torch.channels_last
 
     model = Volumetric()
-    layout = trainer_module._layout(model, Runtime())
+    layout = model_layout(model, Runtime())
     assert layout is torch.channels_last_3d
     model.to(memory_format=layout)  # channels_last itself raises for Conv3d weights
     batch = {"image": torch.zeros(1, 1, 4, 4, 4), "boxes": [torch.zeros(2, 4)]}
-    moved = trainer_module._to_device(batch, torch.device("cpu"), torch.channels_last)
+    moved = move_to_device(batch, torch.device("cpu"), torch.channels_last)
     assert moved["image"].is_contiguous(memory_format=torch.channels_last_3d)
     assert isinstance(moved["boxes"], list) and moved["boxes"][0].shape == (2, 4)
 

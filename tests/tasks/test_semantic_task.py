@@ -38,32 +38,37 @@ def test_predict_multiclass_binary_and_list():
     assert make_task().predict([torch.zeros_like(logits), logits]).tolist() == [[[1, 0]]]
     binary = SemanticTask(1, losses.create("ce"))
     assert binary.predict(torch.tensor([[[[0.3, -0.2]]]])).tolist() == [[[1, 0]]]
-    assert binary.new_metrics().matrix.shape == (2, 2)
+    assert binary.new_metrics().matrix.matrix.shape == (2, 2)
 
 
 def test_per_image_scores_by_hand():
     target = torch.tensor([[[0, 0, 1, 255]], [[2, 2, 2, 2]]])
     prediction = torch.tensor([[[0, 1, 1, 2]], [[2, 2, 0, 0]]])
-    rows = make_task().per_image_scores(prediction, target)
+    rows = make_task().sample_rows(prediction, {"mask": target, "name": ["a", "b"]})
+    assert [r["name"] for r in rows] == ["a", "b"]
+    assert [r["score"] for r in rows] == [r["iou"] for r in rows]
     # image 0 (3 valid pixels): class 0 IoU 1/2, class 1 IoU 1/2 -> 0.5; Dice 2/3 each.
     assert rows[0]["pixel_accuracy"] == pytest.approx(2 / 3)
     assert rows[0]["iou"] == pytest.approx(0.5)
     assert rows[0]["dice"] == pytest.approx(2 / 3)
     # image 1: class 2 IoU 2/4, class 0 predicted only -> 0; mean 0.25.
     assert rows[1]["iou"] == pytest.approx(0.25)
-    all_ignored = make_task().per_image_scores(
-        torch.zeros(1, 1, 2, dtype=torch.long), torch.full((1, 1, 2), 255)
+    all_ignored = make_task().sample_rows(
+        torch.zeros(1, 1, 2, dtype=torch.long), {"mask": torch.full((1, 1, 2), 255)}
     )
     assert math.isnan(all_ignored[0]["pixel_accuracy"]) and math.isnan(all_ignored[0]["iou"])
 
 
-def test_denormalize_inverts_normalisation():
+def test_gallery_item_draws_the_denormalised_image():
     image = torch.tensor([[[0.2, 0.8]], [[0.5, 0.0]], [[1.0, 0.4]]])
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.5]
     normalised = (image - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    drawn = make_task().denormalize(normalised, mean, std)
-    assert drawn.shape == (1, 2, 3)
-    assert drawn[0, 0].tolist() == [51, 128, 255]
+    task = make_task(mean=mean, std=std)
+    batch = {"image": normalised[None], "mask": torch.zeros(1, 1, 2, dtype=torch.long)}
+    item = task.gallery_item(torch.ones(1, 1, 2, dtype=torch.long), batch, 0)
+    assert item["image"].shape == (1, 2, 3)
+    assert item["image"][0, 0].tolist() == [51, 128, 255]
+    assert item["prediction"].tolist() == [[1, 1]] and item["target"].tolist() == [[0, 0]]
 
 
 def test_logits_smaller_than_the_mask_meet_the_nearest_downsampled_mask():

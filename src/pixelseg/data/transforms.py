@@ -31,6 +31,8 @@ __all__ = [
     "SegmentationTransform",
     "build_transforms",
     "channel_stats",
+    "denormalize",
+    "normalize_image",
     "resolve_normalization",
     "to_tensors",
 ]
@@ -228,3 +230,22 @@ def build_transforms(
     if size is not None:
         ops.append(resize_op(size))
     return SegmentationTransform(ops, m, s, seed=seed, fill_mask=fill_mask)
+
+
+def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``uint8 [H, W, C]`` -> normalised float32 ``[C, H, W]`` as the transforms make it."""
+    tensor, _ = to_tensors(image)
+    channels = tensor.shape[0]
+    return (tensor - _stats_tensor(tuple(mean), channels, "mean")) / _stats_tensor(
+        tuple(std), channels, "std"
+    )
+
+
+def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Invert the normalisation for display: ``[C, H, W]`` tensor -> ``uint8 [H, W, C]``."""
+    channels = image.shape[0]
+    pixels = (
+        image.detach().cpu().float() * _stats_tensor(tuple(std), channels, "std")
+        + _stats_tensor(tuple(mean), channels, "mean")
+    ) * 255.0
+    return pixels.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()

@@ -11,7 +11,7 @@ import csv
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,8 @@ class ProgressBar(Callback):
 
 
 class CSVLogger(Callback):
-    """Appends one row per epoch to ``log.csv``: epoch, iteration, mean loss, lr, metrics.
+    """Appends one row per epoch to ``log.csv``: epoch, iteration, mean loss, lr, speed, the
+    task's validation metrics (``metric_names``, as the task names them) and ``val_loss``.
 
     Appending (not rewriting) keeps the history of a resumed run in one file; rows for epochs
     a resumed run repeats are not duplicated because the run restarts after the last
@@ -140,21 +141,18 @@ class CSVLogger(Callback):
     the checkpoints there.
     """
 
-    columns = (
-        "epoch",
-        "iteration",
-        "train_loss",
-        "lr",
-        "images_per_s",
-        "miou",
-        "pixel_accuracy",
-        "mdice",
-        "val_loss",
-        "seconds",
-    )
-
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, metric_names: Sequence[str]) -> None:
         self.path = Path(path)
+        self.metrics = (*metric_names, "val_loss")
+        self.columns = (
+            "epoch",
+            "iteration",
+            "train_loss",
+            "lr",
+            "images_per_s",
+            *self.metrics,
+            "seconds",
+        )
         self._pending: dict[str, Any] = {}
 
     def on_train_start(self, trainer: Any) -> None:
@@ -164,9 +162,7 @@ class CSVLogger(Callback):
             self.path.unlink(missing_ok=True)
 
     def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
-        self._pending.update(
-            {k: metrics.get(k) for k in ("miou", "pixel_accuracy", "mdice", "val_loss")}
-        )
+        self._pending.update({k: metrics.get(k) for k in self.metrics})
 
     def on_epoch_end(self, trainer: Any) -> None:
         row = {

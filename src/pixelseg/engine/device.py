@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 from pixelseg.config import TrainConfig
 from pixelseg.errors import ConfigError
 
-__all__ = ["Runtime", "autocast_context", "make_grad_scaler", "resolve_device", "resolve_runtime"]
+__all__ = [
+    "Runtime",
+    "autocast_context",
+    "make_grad_scaler",
+    "model_layout",
+    "move_to_device",
+    "resolve_device",
+    "resolve_runtime",
+]
 
 
 @dataclass(frozen=True)
@@ -77,3 +87,37 @@ def make_grad_scaler(runtime: Runtime) -> torch.amp.GradScaler:
     """A gradient scaler, enabled only for fp16 (bf16 has fp32's range and needs none)."""
     enabled = runtime.amp_dtype == torch.float16
     return torch.amp.GradScaler(runtime.device.type, enabled=enabled)
+
+
+def model_layout(model: nn.Module, runtime: Runtime) -> torch.memory_format:
+    """Channels-last for 2-D convolutions, its 3-D form for a model with 5-D weights only
+    (a model mixing both ranks keeps the default layout: neither form fits all its weights)."""
+    ranks = {p.dim() for p in model.parameters()} & {4, 5}
+    if ranks == {5}:
+        return torch.channels_last_3d
+    return runtime.memory_format if ranks == {4} else torch.contiguous_format
+
+
+def move_to_device(
+    batch: Any,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> Any:
+    """Move a batch (tensors in dicts, lists and tuples, at any depth) to ``device``.
+
+    Float images take the run's memory layout where it is valid: channels-last for 4-D,
+    channels-last-3d for 5-D, nothing for other ranks.
+    """
+    if isinstance(batch, torch.Tensor):
+        value = batch.to(device, non_blocking=True)
+        if memory_format is not torch.contiguous_format and value.is_floating_point():
+            if value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+            elif value.dim() == 5:
+                value = value.contiguous(memory_format=torch.channels_last_3d)
+        return value
+    if isinstance(batch, dict):
+        return {key: move_to_device(value, device, memory_format) for key, value in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(move_to_device(value, device, memory_format) for value in batch)
+    return batch

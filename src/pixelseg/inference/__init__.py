@@ -10,6 +10,7 @@ from pixelseg.inference.masks_io import (
     overlay,
     save_index_mask,
 )
+from pixelseg.inference.pipeline import compose_predictor, model_from_checkpoint
 from pixelseg.inference.predictor import as_predictor, extract_logits
 from pixelseg.inference.sliding_window import (
     Predictor,
@@ -24,11 +25,13 @@ __all__ = [
     "Predictor",
     "as_predictor",
     "colorize",
+    "compose_predictor",
     "default_palette",
     "extract_logits",
     "flip_tta",
     "gaussian_importance_map",
     "load_index_mask",
+    "model_from_checkpoint",
     "overlay",
     "save_index_mask",
     "sliding_window_predict",

@@ -1,0 +1,36 @@
+"""Task plug-ins: one per kind of segmentation, named in one registry.
+
+``TASKS`` is the only place a task name is looked up: by config validation (the names
+are mirrored in :data:`pixelseg.config.TASK_NAMES`, which a test keeps equal), ``train``,
+``eval``, ``predict`` and checkpoint loading. Adding a task means adding a plug-in here;
+the engine, the evaluator and the CLI do not change.
+"""
+
+from __future__ import annotations
+
+from pixelseg.errors import unknown_choice
+from pixelseg.tasks.base import DataBundle, MetricAccumulator, Task, TaskPlugin
+from pixelseg.tasks.semantic import SemanticTask
+from pixelseg.tasks.semantic_setup import PLUGIN as SEMANTIC
+
+__all__ = [
+    "TASKS",
+    "DataBundle",
+    "MetricAccumulator",
+    "SemanticTask",
+    "Task",
+    "TaskPlugin",
+    "get_plugin",
+]
+
+#: Task name -> plug-in.
+TASKS: dict[str, TaskPlugin] = {
+    "semantic": SEMANTIC,
+}
+
+
+def get_plugin(name: str) -> TaskPlugin:
+    """The plug-in called ``name``; an unknown name is an error with the closest match."""
+    if name not in TASKS:
+        raise unknown_choice("task", name, TASKS)
+    return TASKS[name]
