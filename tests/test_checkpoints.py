@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from pixelseg.checkpoints import FORMAT_VERSION, INFERENCE_KEYS, load_checkpoint, save_checkpoint
+from pixelseg.checkpoints import (
+    FORMAT_VERSION,
+    INFERENCE_KEYS,
+    load_checkpoint,
+    require_keys,
+    save_checkpoint,
+)
 from pixelseg.engine.rng import capture_rng_state, restore_rng_state
 from pixelseg.errors import CheckpointError
+from pixelseg.tasks import TASKS
 
 
 def _payload():
@@ -103,11 +110,13 @@ def test_unknown_format_version_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("key", INFERENCE_KEYS[2:])
+@pytest.mark.parametrize("key", ["task", "classes", "normalization", "in_channels"])
 def test_missing_inference_metadata_is_named(tmp_path, key):
     payload = _payload()
     del payload[key]
     path = save_checkpoint(payload, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match=rf"partial\.pt.*lacks '{key}'"):
-        load_checkpoint(path)
+        loaded = load_checkpoint(path)
+        require_keys(loaded, TASKS[loaded["task"]].checkpoint_keys, path)
     assert load_checkpoint(path, require=())["model_spec"] == {"name": "unet"}
+    assert set(INFERENCE_KEYS) == {"model", "model_spec", "task"}

@@ -27,21 +27,17 @@ __all__ = [
     "FORMAT_VERSION",
     "INFERENCE_KEYS",
     "load_checkpoint",
+    "require_keys",
     "save_checkpoint",
 ]
 
 #: Version 2: weights-only loadable (version 1 pickled numpy RNG states and the schedule).
 FORMAT_VERSION = 2
 
-#: What ``eval``, ``predict`` and ``export`` need to rebuild a model without its config.
-INFERENCE_KEYS: tuple[str, ...] = (
-    "model",
-    "model_spec",
-    "task",
-    "classes",
-    "normalization",
-    "in_channels",
-)
+#: What every checkpoint needs for ``eval``, ``predict`` and ``export``: the weights, the
+#: model's constructor arguments and the task whose plug-in reads the rest (a task's own
+#: keys are checked by :func:`require_keys` with its plug-in's ``checkpoint_keys``).
+INFERENCE_KEYS: tuple[str, ...] = ("model", "model_spec", "task")
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -114,10 +110,15 @@ def load_checkpoint(
             f"checkpoint {str(path)!r} has format version {version!r}; this pixelseg reads "
             f"version {FORMAT_VERSION} (retrain, or use the pixelseg version that wrote it)"
         )
-    missing = [key for key in require if key not in payload]
+    require_keys(payload, require, path)
+    return payload
+
+
+def require_keys(payload: dict[str, Any], keys: Iterable[str], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming the file and every key of ``keys`` it lacks."""
+    missing = [key for key in keys if key not in payload]
     if missing:
         raise CheckpointError(
             f"checkpoint {str(path)!r} lacks {', '.join(repr(k) for k in missing)}, which "
             "eval and predict need; it was not written by pixelseg's trainer"
         )
-    return payload

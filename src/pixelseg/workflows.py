@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from pixelseg.build import build_datasets, build_model, build_task, checkpoint_meta, train_extras
-from pixelseg.checkpoints import load_checkpoint
+from pixelseg.checkpoints import load_checkpoint, require_keys
 from pixelseg.config import ExperimentConfig, apply_overrides, dump_config, parse_config
 from pixelseg.engine.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from pixelseg.engine.device import move_to_device, resolve_device
@@ -113,6 +113,7 @@ def eval_checkpoint(
             f"{where} is a {payload['task']!r} model; the config's task is {config.task!r}"
         )
     plugin = get_plugin(config.task)
+    require_keys(payload, plugin.checkpoint_keys, checkpoint)
     bundle = build_datasets(config)
     plugin.check_checkpoint(payload, config, bundle, where)
     task = build_task(config, bundle, with_loss=False)
@@ -158,6 +159,7 @@ def predict_files(
     payload = load_checkpoint(checkpoint)
     where = f"checkpoint {str(checkpoint)!r}"
     plugin = get_plugin(str(payload["task"]))
+    require_keys(payload, plugin.checkpoint_keys, checkpoint)
     task = plugin.task_from_checkpoint(payload, None)
     task.overlay_alpha = alpha
     predictor = plugin.predictor_from_checkpoint(

@@ -164,6 +164,9 @@ class TaskPlugin:
     - ``check_checkpoint(payload, config, bundle, where)``: refuse a checkpoint whose
       classes, channels or normalisation differ from the config's data
     - ``summary(metrics) -> str``: the CLI's one-line result
+    - ``checkpoint_keys``: the metadata keys its checkpoints must hold
+    - ``model_names() -> list``: the ``model.name`` values it trains (its contract test
+      runs each through the task)
     """
 
     name: str
@@ -176,3 +179,5 @@ class TaskPlugin:
     predictor_from_checkpoint: Callable[..., Any]
     check_checkpoint: Callable[[dict[str, Any], Any, DataBundle, str], None]
     summary: Callable[[dict[str, Any]], str]
+    checkpoint_keys: tuple[str, ...] = ()
+    model_names: Callable[[], list[str]] = list

@@ -226,4 +226,6 @@ PLUGIN = TaskPlugin(
     predictor_from_checkpoint=predictor_from_checkpoint,
     check_checkpoint=check_checkpoint,
     summary=SemanticTask.summary,
+    checkpoint_keys=("classes", "normalization", "in_channels"),
+    model_names=lambda: list(models.available()),
 )

@@ -1,0 +1,61 @@
+"""Every task in the registry, with every model it trains, through the task's own hooks:
+a batch, a training forward and loss with gradients, an eval forward, predictions, metric
+updates that merge, rows for the report. Adding a task or a model tests it here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pixelseg.config import parse_config
+from pixelseg.tasks import TASKS
+
+CASES = [(task, model) for task, plugin in TASKS.items() for model in plugin.model_names()]
+
+
+def tiny_config(task: str, model: str):
+    return parse_config(
+        {
+            "task": task,
+            "seed": 0,
+            "data": {"synthetic": {"num_train": 2, "num_val": 2, "size": 32}, "batch_size": 2},
+            "model": {"name": model},
+        }
+    )
+
+
+def test_every_task_offers_models():
+    assert all(TASKS[name].model_names() for name in TASKS)
+
+
+@pytest.mark.parametrize(("task_name", "model_name"), CASES)
+def test_model_through_its_task(task_name, model_name):
+    torch.manual_seed(0)
+    plugin = TASKS[task_name]
+    config = tiny_config(task_name, model_name)
+    bundle = plugin.build_data(config)
+    model = plugin.build_model(config, bundle)
+    task = plugin.build_task(config, bundle, plugin.train_extras(config, bundle, None))
+    batch = task.collate([bundle.train[0], bundle.train[1]])
+    assert task.batch_size(batch) == 2
+
+    model.train()
+    loss = task.loss(task.forward_train(model, batch), batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+    model.eval()
+    with torch.no_grad():
+        (eval_batch,) = task.collate_eval([bundle.val[0], bundle.val[1]])
+        prediction = task.predict(task.forward_eval(model, eval_batch))
+    first, second = task.new_metrics(), task.new_metrics()
+    first.update(prediction, eval_batch)
+    second.update(prediction, eval_batch)
+    once = first.compute()
+    merged = first.merge(second).compute()
+    for name in task.metric_names:
+        assert name in once and name in merged
+    assert task.default_best_metric in task.metric_names
+    rows = task.sample_rows(prediction, eval_batch)
+    assert len(rows) == 2 and all({"name", "score"} <= set(row) for row in rows)
