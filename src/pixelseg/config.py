@@ -27,6 +27,7 @@ from pixelseg.errors import ConfigError, closest_match
 
 __all__ = [
     "TASK_NAMES",
+    "TASK_SECTIONS",
     "DataConfig",
     "EvalConfig",
     "ExperimentConfig",
@@ -233,6 +234,10 @@ class TrainConfig(_Section):
 #: Spelled out here so that the config validates without importing torch.
 TASK_NAMES: tuple[str, ...] = ("semantic",)
 
+#: Sections that only some tasks read (the rest serve every task). Setting one for a task
+#: that ignores it is an error naming the task, not a silent no-op.
+TASK_SECTIONS: dict[str, tuple[str, ...]] = {"loss": ("semantic",)}
+
 
 def _window(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
     if value is not None and (not value or any(v < 1 for v in value)):
@@ -285,6 +290,17 @@ class ExperimentConfig(_Section):
                 f"unknown task {value!r}{did_you_mean} (tasks: {', '.join(TASK_NAMES)})"
             )
         return value
+
+    @model_validator(mode="after")
+    def _sections_of_the_task(self) -> ExperimentConfig:
+        for section, tasks in TASK_SECTIONS.items():
+            default = type(self).model_fields[section].get_default(call_default_factory=True)
+            if self.task not in tasks and getattr(self, section) != default:
+                raise ValueError(
+                    f"section {section!r} is read only by the task(s) {', '.join(tasks)}; "
+                    f"task {self.task!r} would ignore it"
+                )
+        return self
 
 
 def _valid_keys(loc: tuple[Any, ...]) -> list[str]:

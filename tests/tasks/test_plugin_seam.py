@@ -213,6 +213,12 @@ def test_an_unknown_task_names_the_closest(tmp_path):
         parse_config({"task": "semantics"})
 
 
+def test_a_section_another_task_owns_is_refused(toy_registered):
+    with pytest.raises(Exception, match="section 'loss' is read only by the task"):
+        parse_config({"task": "foreground", "loss": {"class_weights": "inverse"}})
+    assert parse_config({"task": "foreground"}).task == "foreground"
+
+
 def test_registry_and_config_name_the_same_tasks():
     assert tuple(tasks.TASKS) == config_module.TASK_NAMES
     for name, plugin in tasks.TASKS.items():
