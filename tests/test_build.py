@@ -177,3 +177,50 @@ def test_checkpoint_meta_is_json_data():
     assert meta["class_weights"] == [1.0, 2.0, 3.0, 4.0]
     assert meta["classes"] == bundle.classes and meta["task"] == "semantic"
     assert meta["input_size"] == [32, 32]
+
+
+def write_camvid(root: Path, videos: dict[str, int]) -> Path:
+    for split, names in (("train", videos), ("val", {"0016E5": 2})):
+        for video, count in names.items():
+            for index in range(count):
+                for folder in (split, f"{split}annot"):
+                    (root / folder).mkdir(parents=True, exist_ok=True)
+                name = f"{video}_{index:05d}.png"
+                Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / name)
+                Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / f"{split}annot" / name)
+    return root
+
+
+def test_camvid_val_groups_resplit_train_and_shared_groups_warn(tmp_path, caplog):
+    root = write_camvid(tmp_path, {"0001TP": 3, "0006R0": 2, "0016E5": 4})
+    base = {"dataset": "camvid", "root": str(root)}
+    with caplog.at_level("WARNING"):
+        plain = build.build_datasets(parse_config({"data": base}))
+    assert plain.val.stems == ["0016E5_00000", "0016E5_00001"] and plain.split is None
+    assert "share groups 0016E5" in caplog.text
+    bundle = build.build_datasets(parse_config({"data": {**base, "val_groups": ["0006R0"]}}))
+    assert bundle.val.stems == ["0006R0_00000", "0006R0_00001"]
+    assert {s[:6] for s in bundle.train.stems} == {"0001TP", "0016E5"}
+    assert bundle.split["val_groups"] == ["0006R0"]
+    reused = build.build_datasets(parse_config({"data": base}), split=bundle.split)
+    assert reused.val.stems == bundle.val.stems
+
+
+def test_folder_folds_over_groups(tmp_path):
+    root = write_folder(tmp_path, [(8, 8)] * 6)
+    for index, path in enumerate(sorted((root / "images").iterdir())):
+        for sub in ("images", "masks"):
+            (root / sub / path.name).rename(root / sub / f"p{index % 3}_{path.name}")
+    data = {
+        "dataset": "folder",
+        "images": str(root / "images"),
+        "masks": str(root / "masks"),
+        "classes": ["a", "b", "c"],
+        "group_by": "^(p[0-9])_",
+        "num_folds": 3,
+    }
+    vals = [
+        build.build_datasets(parse_config({"data": {**data, "fold": f}})).split["val_groups"]
+        for f in range(3)
+    ]
+    assert sorted(g for v in vals for g in v) == ["p0", "p1", "p2"]

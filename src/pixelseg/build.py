@@ -29,9 +29,10 @@ __all__ = [
 ]
 
 
-def build_datasets(config: ExperimentConfig) -> DataBundle:
-    """Training and validation datasets with their transforms and label metadata."""
-    return get_plugin(config.task).build_data(config)
+def build_datasets(config: ExperimentConfig, split: dict[str, Any] | None = None) -> DataBundle:
+    """Training and validation datasets with their transforms and label metadata;
+    ``split`` reuses a split an earlier run saved (``splits.json``)."""
+    return get_plugin(config.task).build_data(config, split)
 
 
 def build_model(config: ExperimentConfig, bundle: DataBundle) -> nn.Module:

@@ -85,6 +85,14 @@ class DataConfig(_Section):
     # The preset split that validation and eval read (CamVid: val or test; VOC: val, train
     # or trainval); None is the preset's validation split.
     eval_split: str | None = None
+    # Group-aware splits: the first capture group of this regular expression over the file
+    # stem names a file's group (a video, a patient); groups never straddle the split.
+    # val_groups names the validation groups, else num_folds/fold pick a fold over groups,
+    # else val_fraction of the groups validate (seeded by split_seed).
+    group_by: str | None = None
+    val_groups: list[str] | None = None
+    num_folds: int | None = Field(None, ge=2)
+    fold: int | None = Field(None, ge=0)
     strict: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()
     batch_size: int = Field(8, ge=1)
@@ -99,6 +107,16 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _check_sources(self) -> DataConfig:
         self._check_keys_have_effect()
+        if self.fold is not None and self.num_folds is None:
+            raise ValueError("data.fold needs data.num_folds")
+        if self.fold is not None and self.num_folds is not None and self.fold >= self.num_folds:
+            raise ValueError(f"data.fold must be in 0..{self.num_folds - 1}, got {self.fold}")
+        if self.val_groups is not None and self.num_folds is not None:
+            raise ValueError(
+                "data.val_groups and data.num_folds choose the split two ways; keep one"
+            )
+        if self.dataset == "folder" and self.val_groups is not None and self.group_by is None:
+            raise ValueError("data.val_groups needs data.group_by (how stems name their group)")
         if self.dataset == "folder" and not (self.images and self.masks):
             raise ValueError("data.dataset 'folder' needs data.images and data.masks directories")
         if self.dataset in ("camvid", "voc", "membrane") and not self.root:
@@ -131,20 +149,23 @@ _FOLDER_KEYS = frozenset(
     {
         "images", "masks", "val_images", "val_masks", "classes", "colors", "ignore_index",
         "mask_format", "value_map", "train_split", "val_split", "val_fraction", "split_seed",
+        "group_by", "val_groups", "num_folds", "fold",
     }
 )  # fmt: skip
+_GROUP_KEYS = frozenset({"group_by", "val_groups", "num_folds", "fold", "split_seed"})
 _DATASET_KEYS: dict[str, frozenset[str]] = {
     "synthetic": frozenset({"synthetic"}),
     "folder": _FOLDER_KEYS,
-    "camvid": frozenset({"root", "eval_split"}),
+    "camvid": frozenset({"root", "eval_split"}) | _GROUP_KEYS,
     "voc": frozenset({"root", "eval_split"}),
-    "membrane": frozenset({"root", "val_fraction", "split_seed"}),
+    "membrane": frozenset({"root", "val_fraction"}) | _GROUP_KEYS,
 }
 _SOURCE_KEYS = frozenset().union(*_DATASET_KEYS.values())
 _SOURCE_HINTS = {
     ("camvid", "val_split"): "; to evaluate CamVid's test/ split use data.eval_split: test",
     ("voc", "val_split"): "; to evaluate another VOC split use data.eval_split: NAME",
-    ("camvid", "val_fraction"): "; CamVid has fixed splits: choose one with data.eval_split",
+    ("camvid", "val_fraction"): "; CamVid validates on val/ (data.eval_split picks another "
+    "split), or on training videos named by data.val_groups or a fold (data.num_folds)",
 }
 
 

@@ -6,6 +6,7 @@ calls one of these.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -62,13 +63,15 @@ def train(
     resume_path = _resume_path(run_dir, resume)
     _configure_threads(config)
     seed_everything(config.seed)
-    bundle = build_datasets(config)
+    bundle = build_datasets(config, read_split(run_dir) if resume_path else None)
     model = build_model(config, bundle)
     saved = load_checkpoint(resume_path, require=()) if resume_path is not None else None
     extras = train_extras(config, bundle, saved)
     del saved
     task = build_task(config, bundle, extras)
     dump_config(config, run_dir / "config.yaml")
+    if bundle.split is not None:
+        write_split(bundle.split, run_dir)
     standard = [CSVLogger(run_dir / "log.csv", task.metric_names)]
     if config.train.tensorboard:
         standard.append(TensorBoardLogger(run_dir / "tensorboard"))
@@ -86,6 +89,32 @@ def train(
     )
     metrics = trainer.fit(resume=resume_path)
     return metrics, run_dir
+
+
+SPLIT_FILE = "splits.json"
+
+
+def write_split(split: dict[str, Any], run_dir: Path) -> Path:
+    """Save a drawn train/validation split in the run directory (``splits.json``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / SPLIT_FILE
+    path.write_text(json.dumps(split, indent=1) + "\n")
+    return path
+
+
+def read_split(run_dir: Path) -> dict[str, Any] | None:
+    """The split a run saved, which ``eval`` and ``--resume`` reuse; None when there is none."""
+    path = Path(run_dir) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        split = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InvalidInputError(f"split file {str(path)!r} is unreadable: {error}") from None
+    if not isinstance(split, dict) or not {"train", "val"} <= set(split):
+        raise InvalidInputError(f"split file {str(path)!r} lacks its 'train' and 'val' lists")
+    log.info("using the split saved in %s (%s)", path, split.get("how", "saved"))
+    return split
 
 
 def _resume_path(run_dir: Path, resume: str | Path | bool | None) -> Path | None:
@@ -114,7 +143,7 @@ def eval_checkpoint(
         )
     plugin = get_plugin(config.task)
     require_keys(payload, plugin.checkpoint_keys, checkpoint)
-    bundle = build_datasets(config)
+    bundle = build_datasets(config, read_split(Path(checkpoint).parent))
     plugin.check_checkpoint(payload, config, bundle, where)
     task = build_task(config, bundle, with_loss=False)
     device = resolve_device(config.train.device)

@@ -3,6 +3,7 @@ config, class weights kept for resume, best-metric and eval checks, 5-D memory l
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,46 @@ class RecordLR:
 def test_voc_config_yaml_has_no_random_val_transform():
     raw = yaml.safe_load((ROOT / "configs" / "voc_deeplabv3plus.yaml").read_text())
     assert not raw["data"].get("val_transforms")
+
+
+def test_a_drawn_split_is_saved_and_reused_by_eval_and_resume(tmp_path):
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        for sub in ("images", "masks"):
+            (tmp_path / "data" / sub).mkdir(parents=True, exist_ok=True)
+        name = f"case{index % 4}_{index}.png"
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "images" / name
+        )
+        Image.fromarray(rng.integers(0, 2, (16, 16), dtype=np.uint8)).save(
+            tmp_path / "data" / "masks" / name
+        )
+
+    def config(**data):
+        return parse_config(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "data": {
+                    "dataset": "folder",
+                    "images": str(tmp_path / "data" / "images"),
+                    "masks": str(tmp_path / "data" / "masks"),
+                    "classes": ["bg", "fg"],
+                    "group_by": "^(case[0-9])_",
+                    "batch_size": 2,
+                    **data,
+                },
+                "model": {"name": "unet", "options": {"base_channels": 4}},
+                "train": {"epochs": 1, "progress": False, "tensorboard": False},
+            }
+        )
+
+    _, run_dir = workflows.train(config(val_fraction=0.25))
+    saved = json.loads((run_dir / "splits.json").read_text())
+    assert len(saved["val_groups"]) == 1 and len(saved["val"]) == 2
+    # eval of this run scores the saved validation images, whatever the config now draws.
+    report = workflows.eval_checkpoint(
+        config(val_fraction=0.5), run_dir / "last.pt", tmp_path / "eval"
+    )
+    assert report["num_images"] == 2
+    workflows.train(config(val_fraction=0.5), resume=True)
+    assert json.loads((run_dir / "splits.json").read_text()) == saved

@@ -128,7 +128,7 @@ class ForegroundTask:
         return paths
 
 
-def build_data(config) -> DataBundle:
+def build_data(config, split=None) -> DataBundle:
     return DataBundle(
         Blobs(16, config.seed), Blobs(6, config.seed + 1), ["fg"], None, None, [0.0], [1.0]
     )

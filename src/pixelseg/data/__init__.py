@@ -8,10 +8,12 @@ the engine or the CLI.
 from __future__ import annotations
 
 from pixelseg.data.folder import MASK_FORMATS, SegmentationFolder, label_colormap
+from pixelseg.data.groups import GroupSplit, group_split, groups_of
 from pixelseg.data.io import IMAGE_EXTENSIONS, list_images, read_image, read_mask
 from pixelseg.data.presets import (
     CAMVID_CLASSES,
     CAMVID_COLORS,
+    CAMVID_GROUP_PATTERN,
     DATASET_INFO,
     MEMBRANE_CLASSES,
     MEMBRANE_COLORS,
@@ -44,6 +46,7 @@ from pixelseg.data.transforms import (
 __all__ = [
     "CAMVID_CLASSES",
     "CAMVID_COLORS",
+    "CAMVID_GROUP_PATTERN",
     "DATASET_INFO",
     "IMAGE_EXTENSIONS",
     "MASK_FORMATS",
@@ -59,12 +62,15 @@ __all__ = [
     "VOC_CLASSES",
     "VOC_COLORS",
     "DatasetInfo",
+    "GroupSplit",
     "SegmentationFolder",
     "SegmentationTransform",
     "SyntheticShapes",
     "build_transforms",
     "camvid",
     "channel_stats",
+    "group_split",
+    "groups_of",
     "label_colormap",
     "list_images",
     "membrane",

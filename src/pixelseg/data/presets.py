@@ -20,6 +20,7 @@ from pixelseg.errors import DataError, unknown_choice
 __all__ = [
     "CAMVID_CLASSES",
     "CAMVID_COLORS",
+    "CAMVID_GROUP_PATTERN",
     "DATASET_INFO",
     "MEMBRANE_CLASSES",
     "MEMBRANE_COLORS",
@@ -42,6 +43,8 @@ CAMVID_COLORS: list[Color] = [
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 ]  # fmt: skip
 CAMVID_IGNORE = 11
+#: CamVid file stems start with their video: ``0001TP_006690`` is a frame of ``0001TP``.
+CAMVID_GROUP_PATTERN = r"^([^_]+)_"
 
 VOC_CLASSES: list[str] = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -173,13 +176,14 @@ def membrane(
     255 = cell interior -> classes ``["membrane", "cell"]``. Grey input (``in_channels=1``).
 
     The set has no official validation split: ``train``/``val`` are a seeded
-    :func:`random_split` with ``val_fraction``; ``all`` is every pair.
+    :func:`random_split` with ``val_fraction``; ``all`` is every pair (or the ``stems``
+    given, e.g. one side of a cross-validation fold).
     """
     _check_split("membrane", split)
     root = Path(root)
     layout = "ISBI membrane layout: image/ and label/ with matching file names"
     images, labels = _need_dir(root / "image", layout), _need_dir(root / "label", layout)
-    stems = None
+    stems = kw.pop("stems", None)
     if split != "all":
         every = SegmentationFolder(images, labels, MEMBRANE_CLASSES, value_map={0: 0, 255: 1})
         train, val = random_split(every.stems, val_fraction=val_fraction, seed=seed)

@@ -129,7 +129,10 @@ class DataBundle:
 
     ``ignore_index`` is the label value the loss and metrics skip (the dataset's, or one
     given to invented pixels); ``train_stored`` is the training set without its transform
-    (samples as stored, for counting labels); ``mean``/``std`` the input normalisation.
+    (samples as stored, for counting labels); ``mean``/``std`` the input normalisation;
+    ``split`` the train/validation split when it was drawn rather than fixed by the data
+    (stems and, for group splits, which groups went where), which a run saves as
+    ``splits.json`` so that ``eval`` and a resumed run reuse it.
     """
 
     train: Dataset
@@ -140,6 +143,7 @@ class DataBundle:
     mean: list[float]
     std: list[float]
     train_stored: Dataset | None = None
+    split: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -151,7 +155,8 @@ class TaskPlugin:
     """One kind of segmentation as application wiring needs it: plain functions that build
     its data, model and task from a config, and its task and predictor from a checkpoint.
 
-    - ``build_data(config) -> DataBundle``
+    - ``build_data(config, split=None) -> DataBundle``: ``split`` is a saved
+      ``DataBundle.split`` to reuse
     - ``build_model(config, bundle) -> nn.Module``
     - ``train_extras(config, bundle, saved) -> dict``: what a run computes once from its
       data and keeps in the checkpoint (class weights), taken from ``saved`` (the
@@ -170,7 +175,7 @@ class TaskPlugin:
     """
 
     name: str
-    build_data: Callable[[Any], DataBundle]
+    build_data: Callable[..., DataBundle]
     build_model: Callable[[Any, DataBundle], nn.Module]
     train_extras: Callable[[Any, DataBundle, dict[str, Any] | None], dict[str, Any]]
     build_task: Callable[..., Task]

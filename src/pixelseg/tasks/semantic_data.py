@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from pixelseg.config import DataConfig, ExperimentConfig
 from pixelseg.data import (
+    CAMVID_GROUP_PATTERN,
     DATASET_INFO,
     PRESETS,
     SHAPE_CLASSES,
@@ -21,12 +22,14 @@ from pixelseg.data import (
     SyntheticShapes,
     build_transforms,
     channel_stats,
+    group_split,
+    groups_of,
     random_split,
     read_split_file,
     resolve_normalization,
 )
 from pixelseg.data.augmentations import EVAL_KEPT, INVENTS_PIXELS
-from pixelseg.errors import ConfigError, InvalidInputError
+from pixelseg.errors import ConfigError, DataError, InvalidInputError
 from pixelseg.tasks.base import DataBundle
 
 __all__ = ["PAD_IGNORE", "build_datasets", "normalization"]
@@ -61,8 +64,12 @@ def normalization(data: DataConfig) -> tuple[list[float], list[float]]:
     return channel_stats(mean, channels, "mean"), channel_stats(std, channels, "std")
 
 
-def build_datasets(config: ExperimentConfig) -> DataBundle:
-    """Training and validation datasets with their transforms, from ``config.data``."""
+def build_datasets(config: ExperimentConfig, split: dict[str, Any] | None = None) -> DataBundle:
+    """Training and validation datasets with their transforms, from ``config.data``.
+
+    ``split`` is a split saved by an earlier run (``DataBundle.split``): its stems are used
+    instead of drawing the split again.
+    """
     data = config.data
     mean, std = normalization(data)
     _check_val_transforms(data)
@@ -79,13 +86,16 @@ def build_datasets(config: ExperimentConfig) -> DataBundle:
         val = SyntheticShapes(
             syn.num_val, seed=config.seed + SYNTHETIC_VAL_SEED_OFFSET, transform=val_tf, **common
         )
+        record = None
     elif data.dataset in PRESETS:
-        train, val = _preset_datasets(data, train_tf, val_tf)
+        train, val, record = _preset_datasets(data, train_tf, val_tf, split)
         colors = train.colors
     else:
-        train, val = _folder_datasets(data, train_tf, val_tf)
+        train, val, record = _folder_datasets(data, train_tf, val_tf, split)
         colors = data.colors or train.colors
-    return DataBundle(train, val, classes, colors, ignore, mean, std, _without_transform(train))
+    return DataBundle(
+        train, val, classes, colors, ignore, mean, std, _without_transform(train), record
+    )
 
 
 def _label_info(config: ExperimentConfig) -> tuple[list[str], list | None, int | None]:
@@ -143,9 +153,19 @@ def _without_transform(dataset: Dataset) -> Dataset:
     return plain
 
 
-def _preset_datasets(data: DataConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
+def _preset_datasets(data: DataConfig, train_tf, val_tf, saved: dict[str, Any] | None):
     preset = PRESETS[data.dataset]
     kwargs: dict[str, Any] = {"in_channels": data.in_channels, "strict": data.strict}
+    drawn = data.val_groups is not None or data.num_folds is not None or saved is not None
+    if drawn:
+        # Re-split the training files (CamVid's train/, every membrane slice) by group.
+        source = "train" if data.dataset == "camvid" else "all"
+        everything = preset(data.root, split=source, **kwargs)
+        pattern = data.group_by or _PRESET_GROUPS[data.dataset]
+        record = saved or _draw(data, everything.stems, pattern)
+        train = preset(data.root, split=source, transform=train_tf, stems=record["train"], **kwargs)
+        val = preset(data.root, split=source, transform=val_tf, stems=record["val"], **kwargs)
+        return train, val, record
     if data.dataset == "membrane":
         # The membrane slices have no official validation split: a seeded random one.
         kwargs.update(val_fraction=data.val_fraction, seed=data.split_seed)
@@ -154,10 +174,62 @@ def _preset_datasets(data: DataConfig, train_tf, val_tf) -> tuple[Dataset, Datas
         log.warning("data.eval_split 'train': validation scores the training images")
     train = preset(data.root, split="train", transform=train_tf, **kwargs)
     val = preset(data.root, split=eval_split, transform=val_tf, **kwargs)
-    return train, val
+    record = None
+    if data.dataset == "membrane":
+        record = {"train": train.stems, "val": val.stems, "how": _random_how(data)}
+    _warn_shared_groups(data, train.stems, val.stems)
+    return train, val, record
 
 
-def _folder_datasets(data: DataConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
+# The group pattern of a preset when data.group_by is unset: CamVid names its videos in
+# the stem; a membrane slice is its own group (a plain k-fold over slices).
+_PRESET_GROUPS = {"camvid": CAMVID_GROUP_PATTERN, "membrane": r"^(.*)$"}
+
+
+def _draw(data: DataConfig, stems: list[str], pattern: str) -> dict[str, Any]:
+    split = group_split(
+        stems,
+        pattern,
+        val_groups=data.val_groups,
+        val_fraction=data.val_fraction,
+        seed=data.split_seed,
+        num_folds=data.num_folds,
+        fold=data.fold,
+    )
+    log.info(
+        "split by group (%s): training groups %s, validation groups %s",
+        split.how,
+        ", ".join(split.train_groups),
+        ", ".join(split.val_groups),
+    )
+    return split.to_json()
+
+
+def _random_how(data: DataConfig) -> str:
+    return f"random val_fraction {data.val_fraction} of the files, seed {data.split_seed}"
+
+
+def _warn_shared_groups(data: DataConfig, train: list[str], val: list[str]) -> None:
+    """Choosing best.pt on validation images from the training groups (frames of the same
+    videos) rewards memorising them: say so at start-up."""
+    pattern = data.group_by or _PRESET_GROUPS.get(data.dataset)
+    if pattern is None or (data.dataset == "membrane" and data.group_by is None):
+        return
+    try:
+        shared = sorted(set(groups_of(train, pattern)) & set(groups_of(val, pattern)))
+    except (DataError, InvalidInputError):
+        return
+    if shared:
+        log.warning(
+            "the validation images share groups %s (by %r) with the training images: "
+            "train.best_metric then rewards memorising those groups, so prefer last.pt or "
+            "validate on other groups (data.val_groups)",
+            ", ".join(shared),
+            pattern,
+        )
+
+
+def _folder_datasets(data: DataConfig, train_tf, val_tf, saved: dict[str, Any] | None):
     common: dict[str, Any] = {
         "classes": data.classes,
         "ignore_index": data.ignore_index,
@@ -167,20 +239,29 @@ def _folder_datasets(data: DataConfig, train_tf, val_tf) -> tuple[Dataset, Datas
         "in_channels": data.in_channels,
         "strict": data.strict,
     }
+    record = saved
     if data.val_images and data.val_masks:
         train = SegmentationFolder(data.images, data.masks, transform=train_tf, **common)
         val = SegmentationFolder(data.val_images, data.val_masks, transform=val_tf, **common)
-        return train, val
-    if data.train_split and data.val_split:
+        _warn_shared_groups(data, train.stems, val.stems)
+        return train, val, None
+    if record is None and data.train_split and data.val_split:
         train_stems = read_split_file(data.train_split)
         val_stems = read_split_file(data.val_split)
-    else:
-        everything = SegmentationFolder(data.images, data.masks, **common)
-        train_stems, val_stems = random_split(
-            everything.stems, val_fraction=data.val_fraction, seed=data.split_seed
-        )
+        _warn_shared_groups(data, train_stems, val_stems)
+    elif record is None:
+        everything = SegmentationFolder(data.images, data.masks, **common).stems
+        if data.group_by or data.num_folds is not None:
+            record = _draw(data, everything, data.group_by or r"^(.*)$")
+        else:
+            train_part, val_part = random_split(
+                everything, val_fraction=data.val_fraction, seed=data.split_seed
+            )
+            record = {"train": train_part, "val": val_part, "how": _random_how(data)}
+    if record is not None:
+        train_stems, val_stems = record["train"], record["val"]
     train = SegmentationFolder(
         data.images, data.masks, stems=train_stems, transform=train_tf, **common
     )
     val = SegmentationFolder(data.images, data.masks, stems=val_stems, transform=val_tf, **common)
-    return train, val
+    return train, val, record
