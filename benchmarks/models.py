@@ -7,8 +7,9 @@ warm-up runs, then the median of ``--runs`` runs. Prints a table; asserts nothin
 
 Same architectures (unet and unetpp load smp's weights and give the same logits, see
 tests/models/test_models_unet.py); smp's DeepLabV3Plus has one 3x3 decoder conv fewer than
-the paper and ours. Where ours is faster at inference it is because its own blocks fold
-BatchNorm into the conv in eval mode and its decoders run channels-last on CPU.
+the paper and ours. Where ours is faster at inference it is because its own decoder blocks
+(ConvBNReLU) fold BatchNorm into the conv in eval mode and its decoders run channels-last on
+CPU; the torchvision encoders run unchanged (no folding there), as smp's do.
 
     .venv/bin/python benchmarks/models.py              # 3x512x512, 2 threads, 10 runs
     .venv/bin/python benchmarks/models.py --runs 5 --size 256

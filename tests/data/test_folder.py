@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pixelseg.data import SegmentationFolder, build_transforms, label_colormap
+from pixelseg.data import SegmentationFolder, build_transforms
 from pixelseg.errors import DataError, InvalidInputError
 
 CLASSES = ["bg", "a", "b"]
@@ -212,11 +212,3 @@ def test_duplicate_stems_and_bad_options(tmp_path, save_image):
         SegmentationFolder(tmp_path / "im", tmp_path / "m", CLASSES, colors=[(0, 0, 0)] * 2)
     with pytest.raises(InvalidInputError, match="needs color_map or colors"):
         SegmentationFolder(tmp_path / "im", tmp_path / "m", CLASSES, mask_format="rgb")
-
-
-def test_label_colormap_matches_voc():
-    cmap = label_colormap(256)
-    assert cmap[:4] == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]
-    assert cmap[15] == (192, 128, 128) and cmap[20] == (0, 64, 128)
-    assert cmap[255] == (224, 224, 192)
-    assert len(set(cmap)) == 256

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -26,6 +27,19 @@ def test_same_seed_and_index_give_identical_samples_in_any_order():
     # Another index or another seed gives another image.
     assert not np.array_equal(a.generate(0)[0], a.generate(1)[0])
     assert not np.array_equal(a.generate(0)[0], SyntheticShapes(10, 64, seed=4).generate(0)[0])
+
+
+def test_samples_draw_from_their_own_generator_not_the_global_ones():
+    ds = SyntheticShapes(4, size=32, seed=3)
+    samples = []
+    for global_seed in (0, 1):
+        np.random.seed(global_seed)
+        random.seed(global_seed)
+        before = np.random.get_state()[1].tolist(), random.getstate()
+        samples.append(ds.generate(2))
+        assert (np.random.get_state()[1].tolist(), random.getstate()) == before
+    for a, b in zip(*samples, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_non_square_size_and_class_frequencies():

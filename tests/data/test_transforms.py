@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import random
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -7,6 +10,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
 from pixelseg.data import NORMALIZATIONS, TRANSFORM_NAMES, build_transforms
+from pixelseg.data.augmentations import EVAL_KEPT
 from pixelseg.errors import InvalidInputError
 
 IGNORE = 255
@@ -62,9 +66,8 @@ GEOMETRIC = [
 
 
 def test_every_geometric_transform_is_tested():
-    photometric = {"color_jitter", "brightness_contrast", "gauss_noise", "blur"}
-    tested = {spec["name"] for spec, _ in GEOMETRIC}
-    assert tested | photometric == set(TRANSFORM_NAMES)
+    tested = {spec["name"] for spec, _ in GEOMETRIC} | {spec["name"] for spec in PHOTOMETRIC}
+    assert tested == set(TRANSFORM_NAMES)
 
 
 @pytest.mark.parametrize(("spec", "exact"), GEOMETRIC, ids=[s["name"] for s, _ in GEOMETRIC])
@@ -121,16 +124,15 @@ def test_rotation_fills_mask_with_ignore_index_or_zero():
     assert m[0, 0].item() == 0 and IGNORE not in m
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        {"name": "color_jitter", "p": 1.0},
-        {"name": "brightness_contrast", "brightness": [0.2, 0.3], "p": 1.0},
-        {"name": "gauss_noise", "std": [0.05, 0.1], "p": 1.0},
-        {"name": "blur", "sigma": [1.0, 2.0], "p": 1.0},
-    ],
-    ids=lambda s: s["name"],
-)
+PHOTOMETRIC = [
+    {"name": "color_jitter", "p": 1.0},
+    {"name": "brightness_contrast", "brightness": [0.2, 0.3], "p": 1.0},
+    {"name": "gauss_noise", "std": [0.05, 0.1], "p": 1.0},
+    {"name": "blur", "sigma": [1.0, 2.0], "p": 1.0},
+]
+
+
+@pytest.mark.parametrize("spec", PHOTOMETRIC, ids=lambda s: s["name"])
 def test_photometric_transforms_change_the_image_only(spec):
     image, mask, _ = _block_pair(np.random.default_rng(5))
     img, m = build_transforms([spec], mean="none", seed=0)(image, mask)
@@ -215,6 +217,42 @@ def test_seeded_streams_are_reproducible_and_ops_independent():
     assert first == outcomes(11) and first != outcomes(12)
     # albumentations' own seeding makes every op draw the same numbers; ours must not.
     assert set(first) == {(False, False), (True, False), (False, True), (True, True)}
+
+
+ALL_SPECS = [spec for spec, _ in GEOMETRIC] + PHOTOMETRIC
+
+
+def _global_states() -> tuple[object, ...]:
+    return random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state().tolist()
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda s: s["name"])
+def test_every_op_draws_only_from_the_transform_generators(spec):
+    """``set_seed`` alone fixes the result: global seeds neither change it nor are consumed."""
+    image, mask, _ = _block_pair(np.random.default_rng(0))
+    tf = build_transforms([spec], mean="none")
+
+    def draw(global_seed: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        random.seed(global_seed)
+        np.random.seed(global_seed)
+        torch.manual_seed(global_seed)
+        cv2.setRNGSeed(global_seed)
+        before = _global_states()
+        tf.set_seed(seed)
+        out = tf(image, mask)
+        assert _global_states() == before
+        return out
+
+    img, m = draw(1, seed=3)
+    other_img, other_m = draw(2, seed=3)
+    assert torch.equal(img, other_img) and torch.equal(m, other_m)
+    # Another seed, another outcome, unless the op is fixed (pad_crop's crop is the whole padded
+    # image here).
+    if spec["name"] not in EVAL_KEPT | {"pad_crop"}:
+        random_spec = {**spec, "p": 0.5} if spec["name"] in {"hflip", "vflip"} else spec
+        tf = build_transforms([random_spec], mean="none")
+        outcomes = {draw(1, seed=s)[0].numpy().tobytes() for s in range(8)}
+        assert len(outcomes) > 1
 
 
 class _Repeat(Dataset):

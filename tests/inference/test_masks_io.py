@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pixelseg.colormap import label_colormap
 from pixelseg.errors import DataError, InvalidInputError
 from pixelseg.inference import (
     IGNORE_COLOR,
@@ -16,29 +17,9 @@ from pixelseg.inference import (
     save_index_mask,
 )
 
-# The first entries of the official Pascal VOC colour map.
-VOC_FIRST = [
-    (0, 0, 0),
-    (128, 0, 0),
-    (0, 128, 0),
-    (128, 128, 0),
-    (0, 0, 128),
-    (128, 0, 128),
-    (0, 128, 128),
-    (128, 128, 128),
-    (64, 0, 0),
-    (192, 0, 0),
-]
 
-
-def test_default_palette_is_voc_distinct_and_deterministic():
-    palette = default_palette(256)
-    assert palette[:10] == VOC_FIRST
-    assert palette[15] == (192, 128, 128)  # VOC "person"
-    assert len(set(palette)) == 256
-    assert default_palette(21) == palette[:21]
-    with pytest.raises(InvalidInputError, match="num_classes"):
-        default_palette(0)
+def test_default_palette_is_the_one_voc_colour_map():
+    assert default_palette is label_colormap  # tested in tests/test_colormap.py
 
 
 def test_colorize_lookup_and_ignore():

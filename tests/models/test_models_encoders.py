@@ -69,8 +69,9 @@ def test_deeplab_resnet50_output_stride_8_is_torchvision_dilated_resnet() -> Non
         r = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
         r = reference.layer4(reference.layer3(reference.layer2(reference.layer1(r))))
     assert features[-1].shape == (1, 2048, 8, 8)  # stride 8
-    # Eval mode folds BatchNorm into the convs: same map, float rounding of one conv.
-    torch.testing.assert_close(features[-1], r, rtol=1e-4, atol=1e-5 * float(r.abs().max()))
+    torch.testing.assert_close(
+        features[-1], r
+    )  # torchvision's modules, run as torchvision runs them
 
 
 def test_torchvision_basic_block_refuses_dilation() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from PIL import Image
 from sklearn.metrics import confusion_matrix
 
@@ -14,6 +17,25 @@ from pixelseg.reports import (
     plot_confusion_matrix,
     plot_score_distributions,
 )
+from pixelseg.reports.charts import (
+    class_iou_figure,
+    confusion_matrix_figure,
+    score_distributions_figure,
+)
+
+CAMVID = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
 
 
 def read_png(path):
@@ -34,6 +56,72 @@ def test_class_iou_with_nan_classes(tmp_path):
     assert size2[0] == 700
     with pytest.raises(InvalidInputError, match="3 class names for 4 classes"):
         plot_class_iou(iou, ["a", "b", "c"], None, tmp_path / "bad.png")
+
+
+def _drawn(fig):
+    """Draw ``fig`` and return a function giving an artist's box in display pixels."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return lambda artist: artist.get_window_extent(renderer)
+
+
+@pytest.mark.parametrize("miou", [0.95, 0.609, 0.05, None])
+def test_class_iou_legend_covers_no_value_label(miou):
+    # The highest bar last: its label sat under the legend in the lower right corner.
+    iou = [0.88, 0.74, 0.12, 0.91, 0.70, 0.69, 0.31, 0.28, 0.77, 0.35, 0.95]
+    fig = class_iou_figure(iou, CAMVID, miou)
+    box = _drawn(fig)
+    (ax,) = fig.axes
+    legends = [*fig.legends, *([ax.get_legend()] if ax.get_legend() else [])]
+    assert len(legends) == 1
+    legend = box(legends[0])
+    labels = [t for t in ax.texts if t.get_text()]
+    assert [t.get_text() for t in labels] == [f"{v:.3f}" for v in iou]
+    for text in labels:
+        assert not legend.overlaps(box(text)), text.get_text()
+        assert fig.bbox.contains(*box(text).p1)  # the 1.000-wide label still fits
+    assert fig.bbox.contains(*legend.p0) and fig.bbox.contains(*legend.p1)
+
+
+def _inside(fig, bbox) -> bool:
+    return (
+        fig.bbox.x0 <= bbox.x0
+        and bbox.x1 <= fig.bbox.x1
+        and fig.bbox.y0 <= bbox.y0
+        and (bbox.y1 <= fig.bbox.y1)
+    )
+
+
+def test_confusion_matrix_cuts_off_no_label():
+    names = [*CAMVID[:6], "motorcycle_scooter", "traffic light (lit)", *CAMVID[8:]]
+    matrix = np.random.default_rng(0).integers(0, 40, (11, 11)) + 300 * np.eye(11, dtype=int)
+    fig = confusion_matrix_figure(matrix, names)
+    box = _drawn(fig)
+    ax = fig.axes[0]
+    texts = [ax.xaxis.label, ax.yaxis.label, ax.title]
+    texts += ax.get_xticklabels() + ax.get_yticklabels()
+    for text in texts:
+        assert _inside(fig, box(text)), text.get_text()
+
+
+def test_score_distributions_legend_covers_no_panel_and_colours_agree():
+    rng = np.random.default_rng(0)
+    names = ["dice", "empty", "pixel_accuracy", "boundary_f1_score", "hausdorff_normalised"]
+    scores = {n: rng.beta(1.5, 8, 60).tolist() for n in names}
+    scores["empty"] = [float("nan")]
+    fig = score_distributions_figure(scores)
+    box = _drawn(fig)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()][1] == "empty (n=0, 1 NaN)"
+    for ax in fig.axes:
+        assert not box(legend).overlaps(box(ax))
+    ax_hist, ax_cdf, ax_box = fig.axes
+    ticks = [box(t) for t in ax_box.get_yticklabels()]
+    assert all(not a.overlaps(b) for a, b in itertools.pairwise(ticks))
+    # The histogram after the empty list keeps that score's colour (the CDF's and legend's).
+    line_colors = [to_rgb(line.get_color()) for line in ax_cdf.get_lines()]
+    hist_colors = [to_rgb(c[0].get_facecolor()) for c in ax_hist.containers]
+    assert hist_colors == [line_colors[i] for i in (0, 2, 3, 4)]
 
 
 def test_normalize_confusion_matches_sklearn():

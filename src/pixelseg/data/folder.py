@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from pixelseg.colormap import label_colormap
 from pixelseg.data.io import IMAGE_EXTENSIONS, is_image_file, probe_image, read_image, read_mask
 from pixelseg.data.transforms import to_tensors
 from pixelseg.errors import DataError, InvalidInputError, unknown_choice
@@ -31,16 +32,6 @@ Color = tuple[int, int, int]
 Transform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
 
 _SHOWN = 5  # how many file names a warning or error lists before "..."
-
-
-def label_colormap(n: int) -> list[Color]:
-    """The Pascal VOC colour map (bit-interleaved class index), ``n`` distinct RGB colours."""
-    idx = np.arange(n)
-    rgb = np.zeros((n, 3), dtype=np.int64)
-    for shift in range(8):
-        for c in range(3):
-            rgb[:, c] |= ((idx >> (3 * shift + c)) & 1) << (7 - shift)
-    return [(int(r), int(g), int(b)) for r, g, b in rgb]
 
 
 def _few(items: Sequence[Any]) -> str:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pixelseg.data.folder import Color, SegmentationFolder, Transform, label_colormap
+from pixelseg.colormap import label_colormap
+from pixelseg.data.folder import Color, SegmentationFolder, Transform
 from pixelseg.data.split import random_split, read_split_file
 from pixelseg.data.synthetic import SHAPE_CLASSES, SHAPE_COLORS, SHAPE_MEAN, SHAPE_STD
 from pixelseg.errors import DataError, unknown_choice

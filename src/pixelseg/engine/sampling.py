@@ -3,12 +3,13 @@
 Training order and augmentation depend only on ``(seed, epoch, position)``, never on a
 global generator, the number of workers or how often the run was resumed. The sampler
 draws each epoch's permutation from its own generator seeded by ``seed + epoch`` and can
-start part-way through an epoch; the dataset wrapper reseeds the sample's augmentation
-from ``(seed, epoch, index)`` before each draw.
+start part-way through an epoch; the dataset wrapper restarts the sample's augmentation
+generators from ``(seed, epoch, index)`` before each draw.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,8 @@ __all__ = [
     "seed_everything",
     "seed_worker",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -114,31 +117,29 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 class SeededDataset(Dataset):
     """Wraps a dataset so each ``(index, epoch)`` draw gets its own augmentation seed.
 
-    The wrapped dataset's ``transform`` is reseeded when it offers ``set_seed`` (pixelseg's
-    transforms) or ``set_random_seed`` (albumentations' ``Compose``); global NumPy/Python generators are reseeded too for
-    transforms that draw from them.
+    Before each draw the wrapped dataset's ``transform.set_seed(sample_seed(seed, epoch,
+    index))`` restarts the augmentation stream (pixelseg's :class:`SegmentationTransform`
+    draws only from the generators that ``set_seed`` creates). Nothing global is seeded or
+    restored: a dataset that draws from the global ``random``/``np.random`` generators is not
+    reproducible here, and a transform without ``set_seed`` is logged as a warning.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset, self.seed = dataset, seed
+        transform = getattr(dataset, "transform", None)
+        if transform is not None and not callable(getattr(transform, "set_seed", None)):
+            logger.warning(
+                "%s has no set_seed(seed): if it is random, its draws depend on global "
+                "generators and are not reproducible across workers or resumes",
+                type(transform).__name__,
+            )
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int] | int) -> Any:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        seed = sample_seed(self.seed, epoch, index)
-        transform = getattr(self.dataset, "transform", None)
-        # pixelseg transforms offer set_seed; a bare albumentations Compose set_random_seed.
-        reseed = getattr(transform, "set_seed", None) or getattr(transform, "set_random_seed", None)
-        if reseed is not None:
-            reseed(seed)
-        state = (random.getstate(), np.random.get_state())
-        random.seed(seed)
-        np.random.seed(seed)
-        try:
-            return self.dataset[index]
-        finally:
-            # Leave the main process's global generators untouched (exact resume needs them).
-            random.setstate(state[0])
-            np.random.set_state(state[1])
+        set_seed = getattr(getattr(self.dataset, "transform", None), "set_seed", None)
+        if set_seed is not None:
+            set_seed(sample_seed(self.seed, epoch, index))
+        return self.dataset[index]

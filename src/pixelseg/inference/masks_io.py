@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pixelseg.colormap import Color, label_colormap
 from pixelseg.errors import DataError, InvalidInputError
 
 __all__ = [
@@ -24,31 +25,18 @@ __all__ = [
     "save_index_mask",
 ]
 
-Color = tuple[int, int, int]
 IGNORE_COLOR: Color = (128, 128, 128)
 """Colour of ignored pixels (e.g. void, 255) in :func:`colorize`."""
 
-
-def default_palette(num_classes: int) -> list[Color]:
-    """Distinct, deterministic colours: the Pascal VOC bit-interleaved colour map.
-
-    Class 0 is black (background), 1 dark red, 2 dark green, ...; the first ``2**24`` entries
-    are all different, so VOC masks drawn with it look like the official ones.
-    """
-    if not 1 <= num_classes <= 2**24:
-        raise InvalidInputError(f"num_classes must be in [1, 2**24], got {num_classes}")
-    ids = np.arange(num_classes, dtype=np.int64)
-    rgb = np.zeros((num_classes, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            rgb[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
-    return [(int(r), int(g), int(b)) for r, g, b in rgb]
+#: The palette of masks and overlays when none is given: the Pascal VOC colour map, the same
+#: function as ``pixelseg.data.label_colormap`` (one implementation, in ``pixelseg.colormap``).
+default_palette = label_colormap
 
 
 def _palette_array(palette: Sequence[Sequence[int]] | None, needed: int) -> np.ndarray:
     """Validate a palette as a ``[P, 3]`` uint8 array; None means :func:`default_palette`."""
     if palette is None:
-        return np.asarray(default_palette(max(needed, 1)), dtype=np.uint8)
+        return np.asarray(label_colormap(max(needed, 1)), dtype=np.uint8)
     arr = np.asarray(palette)
     if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
         raise InvalidInputError(
@@ -156,7 +144,7 @@ def save_index_mask(
             f"label {bad} cannot be stored in a palette PNG (indices 0..255); "
             f"save it as a 16-bit PNG or .npy instead"
         )
-    lut = _palette_array(palette if palette is not None else default_palette(256), 256)
+    lut = _palette_array(palette if palette is not None else label_colormap(256), 256)
     if len(lut) > 256:
         raise InvalidInputError(f"a PNG palette holds at most 256 colours, got {len(lut)}")
     if labels.size and labels.max() >= len(lut):

@@ -1,7 +1,7 @@
 """Per-image scores: binary Dice/IoU of 0/1 masks and per-image multiclass IoU/Dice.
 
 Streaming metrics (:class:`~pixelseg.metrics.ConfusionMatrix`) pool pixels over a dataset;
-these give one number per image, for reports, galleries and per-case medical tables.
+these give one number per image, for reports, galleries and per-image tables.
 
 Empty masks. When neither the ground truth nor the prediction has a foreground pixel, the
 binary helpers return ``empty_score`` (default 1.0: predicting nothing where there is

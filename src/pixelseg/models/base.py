@@ -160,8 +160,8 @@ class SegmentationModel(nn.Module):
 
     ``input_scale`` (default 1) resizes the input by that factor before the network and the
     logits back to the input size after it: a model trained on half-size images keeps
-    predicting (and being scored) at full resolution in evaluation, prediction and export
-    alike, because the resize lives in the model rather than in each caller.
+    predicting (and being scored) at full resolution in evaluation and prediction alike,
+    because the resize lives in the model rather than in each caller.
 
     ``training_logits`` says where training-mode logits come back when ``input_scale != 1``:
     ``"input"`` (default) at input size like in eval mode, ``"network"`` at the network's

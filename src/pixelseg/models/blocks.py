@@ -9,11 +9,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelseg.models.base import check_choice
-from pixelseg.models.folding import folded_weight_and_bias
 
 __all__ = ["ASPP", "UPSAMPLING_MODES", "ConvBNReLU", "DecoderBlock"]
 
 UPSAMPLING_MODES = ("transpose", "bilinear", "nearest")
+
+
+def _folded_weight_and_bias(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one conv equal to ``bn(conv(x))`` with ``bn`` in eval mode.
+
+    Recomputed on every call rather than cached: a cache keyed on tensor versions would serve
+    stale weights after edits that do not bump them (``param.data.copy_(...)``).
+    """
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+    bias = bn.bias - bn.running_mean * scale  # type: ignore[operator]
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale[:, None, None, None], bias
 
 
 class ConvBNReLU(nn.Module):
@@ -22,7 +36,9 @@ class ConvBNReLU(nn.Module):
     ``separable=True`` makes the conv depthwise ``k x k`` followed by pointwise 1x1 (as
     DeepLabV3+ and segmentation_models_pytorch): about ``k*k`` times fewer multiply-adds.
     In eval mode the BatchNorm is folded into the (pointwise) conv's weight and bias, which
-    gives the same result without a separate pass over the activations.
+    gives the same result without a separate pass over the activations; this explicit
+    ``forward`` is pixelseg's only BatchNorm folding (torchvision encoders run unchanged).
+    The modules and the state dict are the plain ``conv``/``bn`` ones either way.
     Input ``[B, in_channels, H, W]`` -> ``[B, out_channels, H, W]``.
     """
 
@@ -60,7 +76,7 @@ class ConvBNReLU(nn.Module):
         if self.training or self.bn.running_var is None:
             x = self.bn(self.conv(x))
         else:
-            weight, bias = folded_weight_and_bias(self.conv, self.bn)
+            weight, bias = _folded_weight_and_bias(self.conv, self.bn)
             conv = self.conv
             x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
         return F.relu(x, inplace=True)

@@ -28,7 +28,6 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet, conv3x3
 from pixelseg.errors import CheckpointError, InvalidInputError, unknown_choice
 from pixelseg.models.base import init_weights
 from pixelseg.models.blocks import ConvBNReLU
-from pixelseg.models.folding import fold_batchnorm_at_inference
 
 __all__ = [
     "ClassicUNetEncoder",
@@ -233,7 +232,6 @@ class ResNetEncoder(Encoder):
             if d:
                 stage_strides[i + 2] = stage_strides[i + 1]
         self.strides = tuple(stage_strides)
-        fold_batchnorm_at_inference(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Five feature maps, strides ``self.strides``."""
@@ -279,7 +277,6 @@ class VGGEncoder(Encoder):
         self._taps = tuple(i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d))
         self.channels = (64, 128, 256, 512, 512)
         self.strides = (2, 4, 8, 16, 32)
-        fold_batchnorm_at_inference(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five pooling outputs pool1..pool5."""
@@ -322,7 +319,6 @@ class MobileNetV3Encoder(Encoder):
             stem[0] = _replace_first_conv(stem[0], in_channels, weights is not None)
         self.channels = (16, 24, 40, 112, 960)
         self.strides = (2, 4, 8, 16, output_stride)
-        fold_batchnorm_at_inference(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Five feature maps, strides ``self.strides``."""

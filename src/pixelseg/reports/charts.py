@@ -18,12 +18,15 @@ from pixelseg.errors import InvalidInputError, unknown_choice
 
 __all__ = [
     "NORMALIZE_MODES",
+    "class_iou_figure",
+    "confusion_matrix_figure",
     "new_figure",
     "normalize_confusion",
     "plot_class_iou",
     "plot_confusion_matrix",
     "plot_score_distributions",
     "save_figure",
+    "score_distributions_figure",
 ]
 
 NORMALIZE_MODES = ("true", "pred", "all", "none")
@@ -55,17 +58,17 @@ def _names(class_names: Sequence[str] | None, count: int) -> list[str]:
     return names
 
 
-def plot_class_iou(
+def class_iou_figure(
     iou: Sequence[float],
     class_names: Sequence[str] | None,
     miou: float | None,
-    path: str | Path,
     *,
     title: str = "IoU per class",
-) -> Path:
-    """Horizontal bars of IoU per class in [0, 1] with a dashed line at mIoU; returns ``path``.
+) -> Figure:
+    """Horizontal bars of IoU per class in [0, 1] with a dashed line at mIoU.
 
-    NaN classes (absent from ground truth and prediction) get no bar and an "n/a" label.
+    Each bar carries its value (NaN classes, absent from ground truth and prediction, get no
+    bar and an "n/a" label); the mIoU legend sits above the axes, clear of every bar and label.
     ``miou=None`` draws the NaN-ignoring mean of ``iou``.
     """
     values = np.asarray(iou, dtype=np.float64).reshape(-1)
@@ -75,23 +78,40 @@ def plot_class_iou(
     finite = np.isfinite(values)
     if miou is None:
         miou = float(values[finite].mean()) if finite.any() else float("nan")
-    fig = new_figure(7.0, max(2.5, 0.32 * values.size + 1.2))
+    fig = new_figure(7.0, max(2.5, 0.32 * values.size + 1.5))
     ax = fig.add_subplot()
     rows = np.arange(values.size)
     bars = ax.barh(rows, np.where(finite, values, 0.0), color="tab:blue", height=0.7)
     for row, value, bar in zip(rows, values, bars, strict=True):
         label = f"{value:.3f}" if np.isfinite(value) else "n/a"
         color = "black" if np.isfinite(value) else "grey"
-        ax.text(bar.get_width() + 0.01, row, label, va="center", fontsize=8, color=color)
+        # A white backing keeps the value readable where the mIoU line crosses it.
+        backing = {"facecolor": "white", "edgecolor": "none", "pad": 0.5}
+        ax.text(
+            bar.get_width() + 0.01, row, label, va="center", fontsize=8, color=color, bbox=backing
+        )
     if math.isfinite(miou):
-        ax.axvline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.axvline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}", zorder=1.5)
+        # Above the axes: inside, it would cover the value of whichever bar ends below it.
+        fig.legend(loc="outside upper right", fontsize=8, frameon=False)
     ax.set_yticks(rows, names, fontsize=8)
     ax.invert_yaxis()  # class 0 on top, as in a table
-    ax.set_xlim(0.0, 1.12)
+    ax.set_xlim(0.0, 1.12)  # room for the label of a bar at 1.0
     ax.set_xlabel("IoU")
     ax.set_title(title if math.isfinite(miou) else f"{title} (mIoU n/a)")
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_class_iou(
+    iou: Sequence[float],
+    class_names: Sequence[str] | None,
+    miou: float | None,
+    path: str | Path,
+    *,
+    title: str = "IoU per class",
+) -> Path:
+    """Write :func:`class_iou_figure` as a PNG to ``path``; returns ``path``."""
+    return save_figure(class_iou_figure(iou, class_names, miou, title=title), path)
 
 
 def normalize_confusion(matrix: np.ndarray, normalize: str = "true") -> np.ndarray:
@@ -116,18 +136,18 @@ def normalize_confusion(matrix: np.ndarray, normalize: str = "true") -> np.ndarr
         return np.where(sums > 0, m / np.where(sums > 0, sums, 1.0), np.nan)
 
 
-def plot_confusion_matrix(
+def confusion_matrix_figure(
     matrix: np.ndarray | Sequence[Sequence[float]],
     class_names: Sequence[str] | None,
-    path: str | Path,
     normalize: str | None = "true",
     *,
     title: str = "Confusion matrix",
-) -> Path:
+) -> Figure:
     """Heat map of a confusion matrix ``[C, C]`` (rows = ground truth) with a colour bar.
 
     Row-normalised by default (see :func:`normalize_confusion`); cells carry their value when
-    ``C <= 25``; empty rows show "n/a". Returns ``path``.
+    ``C <= 25``; empty rows show "n/a". Cells are near-square rather than forced square, so
+    the layout can make room for long class names.
     """
     counts = np.asarray(matrix, dtype=np.float64)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
@@ -142,7 +162,11 @@ def plot_confusion_matrix(
     fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     vmax = 1.0 if mode != "none" else max(float(counts.max()), 1.0)
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=0.0, vmax=vmax)
+    # aspect="auto": forced-square cells keep constrained layout from making room for long
+    # class names (the y label was cut off at the figure's left edge).
+    image = ax.imshow(
+        np.ma.masked_invalid(values), cmap="Blues", vmin=0.0, vmax=vmax, aspect="auto"
+    )
     fig.colorbar(
         image, ax=ax, fraction=0.046, pad=0.04, label="fraction" if mode != "none" else "pixels"
     )
@@ -166,20 +190,33 @@ def plot_confusion_matrix(
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
     ax.set_title(title if mode == "none" else f"{title} (normalised over {mode})")
+    return fig
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray | Sequence[Sequence[float]],
+    class_names: Sequence[str] | None,
+    path: str | Path,
+    normalize: str | None = "true",
+    *,
+    title: str = "Confusion matrix",
+) -> Path:
+    """Write :func:`confusion_matrix_figure` as a PNG to ``path``; returns ``path``."""
+    fig = confusion_matrix_figure(matrix, class_names, normalize, title=title)
     return save_figure(fig, path)
 
 
-def plot_score_distributions(
+def score_distributions_figure(
     per_image: Mapping[str, Sequence[float]],
-    path: str | Path,
     *,
     bins: int = 20,
     title: str = "Per-image scores",
-) -> Path:
-    """One PNG with three panels of per-image scores (e.g. ``{"dice": [...], "iou": [...]}``).
+) -> Figure:
+    """Three panels of per-image scores (e.g. ``{"dice": [...], "iou": [...]}``).
 
     Left: histograms (shared bins); middle: empirical CDFs (fraction of images scoring <= x);
-    right: box plots. NaN scores are dropped and counted in the legend. Returns ``path``.
+    right: horizontal box plots on the same score axis. Each score keeps one colour in all
+    panels; one legend below the panels names them, with the NaN scores that were dropped.
     """
     if not per_image:
         raise InvalidInputError(
@@ -205,17 +242,21 @@ def plot_score_distributions(
 
     fig = new_figure(13.0, 4.0)
     ax_hist, ax_cdf, ax_box = fig.subplots(1, 3)
+    names = list(data)
+    # Explicit colours: an empty score list draws no histogram but must not shift the others'.
+    colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
     for name, kept in data.items():
         if kept.size == 0:
-            ax_cdf.plot([], [], label=labels[name])
+            ax_cdf.plot([], [], color=colors[name], label=labels[name])
             continue
-        ax_hist.hist(kept, bins=edges, alpha=0.5, label=labels[name])
+        ax_hist.hist(kept, bins=edges, alpha=0.5, color=colors[name])
         xs = np.sort(kept)
         ys = np.arange(1, xs.size + 1) / xs.size
         ax_cdf.step(
             np.concatenate([[lo], xs, [hi]]),
             np.concatenate([[0.0], ys, [1.0]]),
             where="post",
+            color=colors[name],
             label=labels[name],
         )
     ax_hist.set(title="histogram", xlabel="score", ylabel="images", xlim=(lo, hi))
@@ -226,14 +267,32 @@ def plot_score_distributions(
         xlim=(lo, hi),
         ylim=(0.0, 1.02),
     )
-    ax_cdf.legend(fontsize=8, loc="upper left")
-    if ax_hist.get_legend_handles_labels()[0]:
-        ax_hist.legend(fontsize=8, loc="upper left")
-    names = list(data)
-    nonempty = [i for i, n in enumerate(names) if data[n].size]
-    if nonempty:
-        ax_box.boxplot([data[names[i]] for i in nonempty], positions=[i + 1 for i in nonempty])
-    ax_box.set_xticks(range(1, len(names) + 1), names)
-    ax_box.set(title="box plot", ylabel="score", xlim=(0.5, len(names) + 0.5))
+    rows = [i for i, n in enumerate(names) if data[n].size]
+    if rows:
+        boxes = ax_box.boxplot(
+            [data[names[i]] for i in rows],
+            positions=rows,
+            orientation="horizontal",
+            patch_artist=True,
+            medianprops={"color": "black"},
+        )
+        for i, patch in zip(rows, boxes["boxes"], strict=True):
+            patch.set(facecolor=colors[names[i]], alpha=0.5)
+    # Horizontal boxes: one name per row, so long names cannot run into each other.
+    ax_box.set_yticks(range(len(names)), names)
+    ax_box.set(title="box plot", xlabel="score", xlim=(lo, hi), ylim=(len(names) - 0.5, -0.5))
+    # Below the panels: inside any of them it would cover bars or curves somewhere.
+    fig.legend(loc="outside lower center", ncols=min(len(names), 4), fontsize=8, frameon=False)
     fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_score_distributions(
+    per_image: Mapping[str, Sequence[float]],
+    path: str | Path,
+    *,
+    bins: int = 20,
+    title: str = "Per-image scores",
+) -> Path:
+    """Write :func:`score_distributions_figure` as a PNG to ``path``; returns ``path``."""
+    return save_figure(score_distributions_figure(per_image, bins=bins, title=title), path)
