@@ -185,11 +185,7 @@ class SegmentationTransform:
 
     def denormalize(self, image: torch.Tensor) -> np.ndarray:
         """Invert the normalisation for display: ``[C, H, W]`` tensor -> ``uint8 [H, W, C]``."""
-        channels = image.shape[0]
-        mean = _stats_tensor(self.mean, channels, "mean")
-        std = _stats_tensor(self.std, channels, "std")
-        pixels = (image.detach().cpu().float() * std + mean) * 255.0
-        return pixels.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        return denormalize(image, self.mean, self.std)
 
     def __repr__(self) -> str:
         names = [type(op).__name__ for op in self.ops]
