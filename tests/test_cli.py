@@ -136,6 +136,11 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     assert set(metrics["iou"]) == {"background", "circle", "square", "triangle"}
     for name in ("per_image.csv", "class_iou.png", "confusion_matrix.png", "worst_cases.png"):
         assert (tmp_path / "ev" / name).stat().st_size > 0, name
+    # Without --checkpoint, eval scores the run's final weights into <output_dir>/eval.
+    capsys.readouterr()
+    assert main(["eval", str(path)]) == 0
+    assert f"report: {run}/eval/metrics.json" in capsys.readouterr().out
+    assert (run / "eval" / "metrics.json").is_file()
 
     images = tmp_path / "images"
     images.mkdir()

@@ -23,9 +23,9 @@ __all__ = ["build_parser", "main"]
 
 EXAMPLES = {
     "train": "example: pixelseg train configs/camvid_unet.yaml train.epochs=50 data.batch_size=4",
-    "eval": "example: pixelseg eval configs/camvid_unet.yaml --checkpoint runs/camvid_unet/best.pt "
+    "eval": "example: pixelseg eval configs/camvid_unet.yaml --checkpoint runs/camvid_unet/last.pt "
     "--out runs/camvid_unet/eval",
-    "predict": "example: pixelseg predict --checkpoint runs/demo/best.pt --out preds 'photos/*.png'",
+    "predict": "example: pixelseg predict --checkpoint runs/demo/last.pt --out preds 'photos/*.png'",
     "models": "example: pixelseg models",
     "demo": "example: pixelseg demo --out runs/demo",
 }
@@ -123,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="config overrides key.sub=value (before or after options)",
     )
-    evaluate.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
+    evaluate.add_argument(
+        "--checkpoint",
+        help="checkpoint file (default: <output_dir>/last.pt, the final weights; best.pt is "
+        "the one that scored best on validation)",
+    )
     evaluate.add_argument(
         "--out",
         help="report directory (default: <output_dir>/eval, with output_dir from the config "
@@ -136,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         notes=PREDICT_NAMING,
     )
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    predict.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
+    predict.add_argument(
+        "--checkpoint", required=True, help="checkpoint file (a run's last.pt or best.pt)"
+    )
     predict.add_argument("--out", required=True, help="output directory")
     predict.add_argument(
         "--window",
@@ -207,7 +213,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     out = args.out or f"{config.output_dir}/eval"
     _check_folder(out, "--out" if args.out else "the report folder <output_dir>/eval")
-    metrics = workflows.eval_checkpoint(config, args.checkpoint, out)
+    checkpoint = args.checkpoint or f"{config.output_dir}/last.pt"
+    metrics = workflows.eval_checkpoint(config, checkpoint, out)
     print(workflows.summary(config.task, metrics))
     print(f"report: {out}/metrics.json")
     return 0

@@ -282,13 +282,14 @@ def demo(out: str | Path = "runs/demo", minutes: float | None = None) -> dict[st
     started = time.perf_counter()
     config = demo_config(out, minutes)
     _, run_dir = train(config, out=out)
-    metrics = eval_checkpoint(config, run_dir / "best.pt", run_dir)
+    # The final weights: the demo's schedule decays to zero, so the run ends at rest.
+    metrics = eval_checkpoint(config, run_dir / "last.pt", run_dir)
     samples_dir = run_dir / "samples"
     samples_dir.mkdir(parents=True, exist_ok=True)
     shapes = SyntheticShapes(4, size=config.data.synthetic.size * 2, seed=config.seed + 777)
     for index in range(len(shapes)):
         image, _ = shapes.generate(index)
         Image.fromarray(image).save(samples_dir / f"sample_{index}.png")
-    predict_files(run_dir / "best.pt", [str(samples_dir)], run_dir / "predictions")
+    predict_files(run_dir / "last.pt", [str(samples_dir)], run_dir / "predictions")
     metrics["seconds"] = time.perf_counter() - started
     return metrics
