@@ -243,6 +243,14 @@ class TrainConfig(_Section):
     deterministic: bool = True
     progress: bool = True
     tensorboard: bool = True
+    # Several processes (torchrun): data.batch_size is per process. The learning rate is
+    # multiplied by the number of processes (linear) or its square root (sqrt), or left as
+    # configured (none). sync_batchnorm shares BatchNorm statistics across GPUs (CUDA
+    # only); find_unused_parameters lets DDP skip parameters a forward pass did not use.
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    sync_batchnorm: bool = False
+    find_unused_parameters: bool = False
+    dist_timeout_minutes: float = Field(10.0, gt=0.0)
 
     @model_validator(mode="after")
     def _check_length(self) -> TrainConfig:

@@ -24,6 +24,7 @@ from pixelseg.checkpoints import load_checkpoint, require_keys
 from pixelseg.config import ExperimentConfig, apply_overrides, dump_config, parse_config
 from pixelseg.engine.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from pixelseg.engine.device import move_to_device, resolve_device
+from pixelseg.engine.distributed import from_environment, shutdown
 from pixelseg.engine.evaluator import evaluate
 from pixelseg.engine.sampling import seed_everything
 from pixelseg.engine.trainer import Trainer
@@ -62,6 +63,16 @@ def train(
     run_dir = Path(out) if out else Path(config.output_dir)
     resume_path = _resume_path(run_dir, resume)
     _configure_threads(config)
+    dist = from_environment(
+        resolve_device(config.train.device).type, config.train.dist_timeout_minutes
+    )
+    try:
+        return _train(config, run_dir, resume_path, callbacks, dist)
+    finally:
+        shutdown(dist)
+
+
+def _train(config, run_dir: Path, resume_path: Path | None, callbacks, dist) -> tuple[dict, Path]:
     seed_everything(config.seed)
     bundle = build_datasets(config, read_split(run_dir) if resume_path else None)
     model = build_model(config, bundle)
@@ -69,9 +80,10 @@ def train(
     extras = train_extras(config, bundle, saved)
     del saved
     task = build_task(config, bundle, extras)
-    dump_config(config, run_dir / "config.yaml")
-    if bundle.split is not None:
-        write_split(bundle.split, run_dir)
+    if dist.is_main:
+        dump_config(config, run_dir / "config.yaml")
+        if bundle.split is not None:
+            write_split(bundle.split, run_dir)
     standard = [CSVLogger(run_dir / "log.csv", task.metric_names)]
     if config.train.tensorboard:
         standard.append(TensorBoardLogger(run_dir / "tensorboard"))
@@ -86,6 +98,7 @@ def train(
         run_dir,
         checkpoint_meta(config, bundle, extras),
         callbacks=standard + list(callbacks or []),
+        dist=dist,
     )
     metrics = trainer.fit(resume=resume_path)
     return metrics, run_dir

@@ -9,19 +9,38 @@ plain local answer.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["DistContext", "single_process"]
+from pixelseg.errors import ConfigError
+
+__all__ = [
+    "DistContext",
+    "from_environment",
+    "process_runtime",
+    "shutdown",
+    "single_process",
+    "wrap_for_processes",
+]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DistContext:
-    """``rank`` of ``world_size`` processes; ``group`` for the collectives (None: default)."""
+    """``rank`` of ``world_size`` processes; ``local_rank`` picks this process's GPU on its
+    machine; ``group`` for the collectives (None: the default group)."""
 
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
     group: object | None = None
 
     @property
@@ -50,6 +69,18 @@ class DistContext:
         torch.distributed.broadcast(box, src=0, group=self.group)
         return float(box.item())
 
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier(group=self.group)
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        """Every process's ``value``, in rank order (per-sample rows, detections)."""
+        if not self.active:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, value, group=self.group)
+        return gathered
+
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums over processes (loss totals and sample counts)."""
         if not self.active:
@@ -61,3 +92,61 @@ class DistContext:
 
 def single_process() -> DistContext:
     return DistContext()
+
+
+def from_environment(device_type: str, timeout_minutes: float = 10.0) -> DistContext:
+    """The process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``, ``MASTER_PORT``), joined once: NCCL on CUDA, gloo on the CPU.
+
+    Without those variables (a plain ``pixelseg`` run) this is one process. A collective
+    that waits longer than ``timeout_minutes`` (a rank died) raises instead of hanging.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    dist = torch.distributed
+    if not dist.is_available():
+        raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+        log.info("process %d of %d joined the %s group", rank, world, backend)
+    return DistContext(rank=rank, world_size=world, local_rank=local)
+
+
+def shutdown(context: DistContext) -> None:
+    """Leave the process group (every process calls it at the end of a job)."""
+    if context.active:
+        torch.distributed.destroy_process_group()
+
+
+def process_runtime(runtime: Any, context: DistContext) -> Any:
+    """The runtime with this process's own GPU (``cuda:LOCAL_RANK``) when several share a
+    machine; unchanged for one process or the CPU."""
+    if context.world_size > 1 and runtime.device.type == "cuda":
+        return dataclasses.replace(runtime, device=torch.device("cuda", context.local_rank))
+    return runtime
+
+
+def wrap_for_processes(model: nn.Module, config: Any, runtime: Any, context: DistContext):
+    """``model`` for the training forward: DistributedDataParallel over the process group
+    (SyncBatchNorm first when ``train.sync_batchnorm``), or the model itself alone."""
+    cuda = runtime.device.type == "cuda"
+    if config.sync_batchnorm and not cuda:
+        raise ConfigError(
+            "train.sync_batchnorm needs CUDA: torch's SyncBatchNorm only runs on GPU tensors; "
+            "on the CPU each process keeps its own BatchNorm statistics (leave it false)"
+        )
+    if not context.active:
+        return model
+    if config.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[runtime.device.index] if cuda else None,
+        find_unused_parameters=config.find_unused_parameters,
+    )

@@ -59,6 +59,7 @@ def run_payload(trainer: Any) -> dict[str, Any]:
         "state": asdict(trainer.state),
         "rng": capture_rng_state(),
         "config": trainer.config.model_dump(mode="json"),
+        "world_size": trainer.dist.world_size,
     }
 
 
@@ -67,6 +68,15 @@ def restore_run(trainer: Any, path: str | Path) -> None:
     payload = load_checkpoint(path, map_location=trainer.runtime.device, require=())
     if payload.get("state") is None or payload.get("optimizer") is None:
         raise CheckpointError(f"checkpoint {str(path)!r} holds no training state to resume")
+    saved_world = int(payload.get("world_size", 1))
+    if saved_world != trainer.dist.world_size:
+        # Where each process is in the epoch, and the random streams, depend on the number
+        # of processes: a different count cannot continue exactly.
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was written by a run on {saved_world} process(es); "
+            f"resume it on {saved_world} (this run has {trainer.dist.world_size}), or start "
+            "a new run from its weights"
+        )
     _restore_weights(trainer, payload, path)
     _log_changed_settings(payload.get("config") or {}, trainer.config, path)
     for group in trainer.optimizer.param_groups:

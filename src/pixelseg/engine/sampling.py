@@ -10,6 +10,7 @@ generators from ``(seed, epoch, index)`` before each draw.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -84,6 +85,14 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     Each epoch is :class:`EpochSampler`'s permutation cut into ``batch_size`` batches (the
     last one may be short), so no batch mixes two epochs and the order is the same whether
     the run went straight through or was resumed at ``(epoch, start_batch)``.
+
+    With ``num_replicas`` processes, every process draws the same permutation and step
+    ``k`` takes the global batch ``permutation[k * B * R : (k + 1) * B * R]`` (``B`` the
+    per-process batch size, ``R`` the number of processes), of which process ``rank`` gets
+    the ``rank``-th slice of ``B``: one step on ``R`` processes sees exactly the samples
+    one process with batch ``B * R`` would. The epoch's last global batch, when short, is
+    filled up from the start of the permutation so that every process gets ``B`` samples
+    (DistributedDataParallel needs every process to step).
     """
 
     def __init__(
@@ -95,22 +104,37 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         epoch: int = 0,
         start_batch: int = 0,
         shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         if length < 1 or batch_size < 1:
             raise ValueError(
                 f"EpochBatchSampler needs length >= 1 and batch_size >= 1, got {length}, "
                 f"{batch_size}"
             )
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in 0..{num_replicas - 1}")
         self.length, self.batch_size, self.seed = length, batch_size, seed
         self.epoch, self.start_batch, self.shuffle = epoch, start_batch, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.length / (self.batch_size * self.num_replicas))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, start = self.epoch, self.start_batch
+        size = self.batch_size * self.num_replicas
         while True:
             order = EpochSampler(self.length, seed=self.seed, epoch=epoch, shuffle=self.shuffle)
             pairs = list(order)
-            for first in range(start * self.batch_size, self.length, self.batch_size):
-                yield pairs[first : first + self.batch_size]
+            if self.num_replicas > 1:
+                padded = -len(pairs) % size
+                pairs += [pairs[i % len(pairs)] for i in range(padded)]
+            for first in range(start * size, self.length, size):
+                part = pairs[first : first + size]
+                if self.num_replicas > 1:
+                    part = part[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+                yield part
             epoch, start = epoch + 1, 0
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "build_optimizer",
     "build_plateau",
     "lr_factor",
+    "lr_scale",
     "optimizer_hyperparameters",
     "plateau_counters",
 ]
@@ -56,15 +57,28 @@ def optimizer_hyperparameters(config: TrainConfig) -> dict[str, Any]:
     return {"weight_decay": opt.weight_decay, "momentum": opt.momentum, "nesterov": True}
 
 
-def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, Adam or SGD (Nesterov momentum) from ``train.optimizer``."""
+def lr_scale(rule: str, world_size: int) -> float:
+    """The learning-rate multiplier for ``world_size`` processes under ``train.lr_scaling``:
+    ``linear`` (the global batch grew by ``world_size``; Goyal et al.), ``sqrt`` (common
+    for Adam-type optimisers) or ``none``."""
+    if rule == "linear":
+        return float(world_size)
+    if rule == "sqrt":
+        return math.sqrt(world_size)
+    return 1.0
+
+
+def build_optimizer(params, config: TrainConfig, scale: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW, Adam or SGD (Nesterov momentum) from ``train.optimizer``, at ``scale`` times
+    its learning rate."""
     opt = config.optimizer
     settings = optimizer_hyperparameters(config)
+    lr = opt.lr * scale
     if opt.name == "adamw":
-        return torch.optim.AdamW(params, lr=opt.lr, **settings)
+        return torch.optim.AdamW(params, lr=lr, **settings)
     if opt.name == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, **settings)
-    return torch.optim.SGD(params, lr=opt.lr, **settings)
+        return torch.optim.Adam(params, lr=lr, **settings)
+    return torch.optim.SGD(params, lr=lr, **settings)
 
 
 class LRSchedule:
@@ -81,9 +95,10 @@ class LRSchedule:
         config: TrainConfig,
         total_steps: int,
         steps_per_epoch: int,
+        scale: float = 1.0,
     ) -> None:
         self.optimizer, self.config = optimizer, config.scheduler
-        self.base_lr = config.optimizer.lr
+        self.base_lr = config.optimizer.lr * scale
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         self.span = total_steps
         self.max_minutes = config.max_minutes

@@ -9,6 +9,7 @@ epoch, one step, validation and selection.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -30,11 +31,11 @@ from pixelseg.engine.device import (
     move_to_device,
     resolve_runtime,
 )
-from pixelseg.engine.distributed import DistContext
+from pixelseg.engine.distributed import DistContext, process_runtime, wrap_for_processes
 from pixelseg.engine.ema import make_ema
 from pixelseg.engine.run_state import TrainState, restore_run, run_payload
 from pixelseg.engine.sampling import EpochBatchSampler, SeededDataset, seed_worker
-from pixelseg.engine.schedules import LRSchedule, build_optimizer, build_plateau
+from pixelseg.engine.schedules import LRSchedule, build_optimizer, build_plateau, lr_scale
 from pixelseg.engine.validation import validate
 from pixelseg.errors import ConfigError, NonFiniteError, TrainingDivergedError
 from pixelseg.tasks.base import Task
@@ -68,24 +69,31 @@ class Trainer:
         self.run_dir, self.checkpoint_meta = Path(run_dir), checkpoint_meta
         self.dist = dist or DistContext()
         self.callbacks = list(callbacks or []) if self.dist.is_main else []
-        self.runtime = resolve_runtime(self.train_cfg)
+        self.runtime = process_runtime(resolve_runtime(self.train_cfg), self.dist)
         self._check_best_metric()
+        # ``model`` is the module itself (saved, averaged, validated); ``train_model`` is
+        # what the training forward calls: the same module, or its DDP wrapper.
         self.model = model.to(self.runtime.device)
         if self.runtime.memory_format is not torch.contiguous_format:
             self.model = self.model.to(memory_format=model_layout(self.model, self.runtime))
+        self.train_model = wrap_for_processes(self.model, self.train_cfg, self.runtime, self.dist)
+        self.model = getattr(self.train_model, "module", self.train_model)
         decay = self.train_cfg.ema_decay
         self.ema = make_ema(self.model, decay) if decay is not None else None
         self.train_set = SeededDataset(train_set, config.seed)
         self.val_set = val_set
-        self.steps_per_epoch = math.ceil(len(train_set) / config.data.batch_size)  # type: ignore[arg-type]
+        global_batch = config.data.batch_size * self.dist.world_size
+        self.steps_per_epoch = math.ceil(len(train_set) / global_batch)  # type: ignore[arg-type]
         if self.steps_per_epoch == 0:
             raise ValueError("the training set is empty")
-        self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg)
+        scale = lr_scale(self.train_cfg.lr_scaling, self.dist.world_size)
+        self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg, scale)
         self.schedule = LRSchedule(
             self.optimizer,
             self.train_cfg,
             self._total_optimizer_steps(),
             math.ceil(self.steps_per_epoch / self.train_cfg.accumulate),
+            scale,
         )
         self.schedule.apply(0)
         self.plateau = build_plateau(self.optimizer, self.train_cfg)
@@ -209,6 +217,8 @@ class Trainer:
                 seed=self.config.seed,
                 epoch=self.state.epoch,
                 start_batch=self.state.batch_in_epoch,
+                num_replicas=self.dist.world_size,
+                rank=self.dist.rank,
             )
             loader = DataLoader(
                 self.train_set,
@@ -263,20 +273,23 @@ class Trainer:
     # ----------------------------------------------------------------- one step
     def _train_batch(self, batch: Any) -> tuple[float, bool]:
         batch = move_to_device(batch, self.runtime.device, self.runtime.memory_format)
-        try:
-            with autocast_context(self.runtime):
-                loss = self.task.loss(self.task.forward_train(self.model, batch), batch)
-            value = float(loss.detach())
-        except NonFiniteError as error:
-            # NaN weights surface as NaN logits, which the model or loss rejects first.
-            raise self._diverged(f"non-finite values ({error})") from None
-        if not math.isfinite(value):
-            raise self._diverged(str(value))
-        self.scaler.scale(loss / self.train_cfg.accumulate).backward()
         # Step every `accumulate` batches, and on the epoch's last batch so that no partial
-        # accumulation leaks into the next epoch.
+        # accumulation leaks into the next epoch. Between steps, DDP skips its all-reduce.
         position = self.state.batch_in_epoch + 1
         stepped = position % self.train_cfg.accumulate == 0 or position >= self.steps_per_epoch
+        no_sync = getattr(self.train_model, "no_sync", None)
+        with contextlib.nullcontext() if stepped or no_sync is None else no_sync():
+            try:
+                with autocast_context(self.runtime):
+                    output = self.task.forward_train(self.train_model, batch)
+                    loss = self.task.loss(output, batch)
+                value = float(loss.detach())
+            except NonFiniteError as error:
+                # NaN weights surface as NaN logits, which the model or loss rejects first.
+                raise self._diverged(f"non-finite values ({error})") from None
+            if not math.isfinite(value):
+                raise self._diverged(str(value))
+            self.scaler.scale(loss / self.train_cfg.accumulate).backward()
         if stepped:
             self._optimizer_step()
         return value, stepped
