@@ -13,6 +13,7 @@ pixel-edge coordinates (a box covering columns 3..5 is ``x1 = 3, x2 = 6``), whic
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from numbers import Real
 from types import ModuleType
@@ -45,7 +46,7 @@ def _polygon_problem(polygon: Any) -> str | None:
     """Why ``polygon`` (a flat ``[x1, y1, x2, y2, ...]`` list) is unusable, or None."""
     if not isinstance(polygon, list | tuple):
         return f"polygon is a {type(polygon).__name__}, not a list of coordinates"
-    if not all(isinstance(v, Real) and np.isfinite(v) for v in polygon):
+    if not all(isinstance(v, Real) and math.isfinite(v) for v in polygon):
         return "polygon has non-numeric or non-finite coordinates"
     if len(polygon) % 2:
         return f"polygon has an odd number of coordinates ({len(polygon)})"

@@ -103,17 +103,27 @@ def _outside(area: np.ndarray) -> np.ndarray:
     return (area[None, :] < lo) | (area[None, :] > hi)
 
 
+def _split(values: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """Split ``[A, sum(counts)]`` into per-pair ``[A, count]`` views."""
+    return np.split(values, np.cumsum(counts)[:-1], axis=1) if counts else []
+
+
 def _last_argmax(values: np.ndarray) -> np.ndarray:
     """Index of the last maximum along the last axis (pycocotools keeps later ties)."""
     size = values.shape[-1]
     return size - 1 - np.argmax(values[..., ::-1], axis=-1)
 
 
-def _match_chunk(pairs: Sequence[PairRecord]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _match_chunk(
+    pairs: Sequence[PairRecord],
+    gt_ignored_each: Sequence[np.ndarray],
+    dt_outside_each: Sequence[np.ndarray],
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Greedy matching of pairs sorted by detection count, descending.
 
-    Returns per pair ``(dt_matched, dt_ignored)`` bool ``[A, T, D]``. The loop runs over the
-    detection rank; at rank ``d`` the active pairs are a prefix of the chunk.
+    ``gt_ignored_each[i]`` bool ``[A, G]`` and ``dt_outside_each[i]`` bool ``[A, D]`` of pair
+    ``i``. Returns per pair ``(dt_matched, dt_ignored)`` bool ``[A, T, D]``. The loop runs
+    over the detection rank; at rank ``d`` the active pairs are a prefix of the chunk.
     """
     num_a, num_t = len(AREA_RANGES), len(IOU_THRESHOLDS)
     num_p = len(pairs)
@@ -127,7 +137,7 @@ def _match_chunk(pairs: Sequence[PairRecord]) -> list[tuple[np.ndarray, np.ndarr
     for i, p in enumerate(pairs):
         d, g = p.ious.shape
         ious[i, :d, :g] = p.ious
-        gt_ignored[i, :, :g] = p.gt_crowd[None, :] | _outside(p.gt_area)
+        gt_ignored[i, :, :g] = gt_ignored_each[i]
         crowd[i, :g] = p.gt_crowd
         id_zero[i, :g] = p.gt_id_zero
         active[d] = i + 1  # pairs 0..i have at least d detections
@@ -163,12 +173,14 @@ def _match_chunk(pairs: Sequence[PairRecord]) -> list[tuple[np.ndarray, np.ndarr
         d = len(p.dt_score)
         m, ig = matched[i, :, :, :d], ignored[i, :, :, :d]
         # Unmatched detections outside the area range are ignored (pycocotools: dtm == 0).
-        ig = ig | (~m & _outside(p.dt_area)[:, None, :])
+        ig = ig | (~m & dt_outside_each[i][:, None, :])
         out.append((m, ig))
     return out
 
 
-def _match_all(pairs: Sequence[PairRecord]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _match_all(
+    pairs: Sequence[PairRecord], gt_ignored: Sequence[np.ndarray], dt_outside: Sequence[np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Match every pair, in chunks that bound the work arrays' size."""
     order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i].dt_score))
     results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
@@ -182,14 +194,18 @@ def _match_all(pairs: Sequence[PairRecord]) -> list[tuple[np.ndarray, np.ndarray
             if stop > start and (stop - start + 1) * per_gt * widest > _CHUNK_ELEMENTS:
                 break
             stop += 1
-        chunk = [pairs[i] for i in order[start:stop]]
+        members = order[start:stop]
+        chunk = [pairs[i] for i in members]
         if len(chunk[0].dt_score) == 0:  # no detections left: nothing to match
             num_a, num_t = len(AREA_RANGES), len(IOU_THRESHOLDS)
             empty = np.zeros((num_a, num_t, 0), dtype=bool)
             for i in order[start:]:
                 results[i] = (empty, empty)
             break
-        for i, res in zip(order[start:stop], _match_chunk(chunk), strict=True):
+        matched = _match_chunk(
+            chunk, [gt_ignored[i] for i in members], [dt_outside[i] for i in members]
+        )
+        for i, res in zip(members, matched, strict=True):
             results[i] = res
         start = stop
     return results  # type: ignore[return-value]
@@ -205,13 +221,21 @@ def accumulate(pairs: Sequence[PairRecord], num_categories: int) -> dict[str, np
     num_a, num_m = len(AREA_RANGES), len(MAX_DETS)
     precision = -np.ones((num_t, num_r, num_categories, num_a, num_m))
     recall = -np.ones((num_t, num_categories, num_a, num_m))
-    matches = _match_all(pairs)
+    gt_ignored = _split(
+        np.concatenate([p.gt_crowd for p in pairs] or [np.zeros(0, bool)])[None, :]
+        | _outside(np.concatenate([p.gt_area for p in pairs] or [np.zeros(0)])),
+        [len(p.gt_area) for p in pairs],
+    )
+    dt_outside = _split(
+        _outside(np.concatenate([p.dt_area for p in pairs] or [np.zeros(0)])),
+        [len(p.dt_area) for p in pairs],
+    )
+    matches = _match_all(pairs, gt_ignored, dt_outside)
     by_category: dict[int, list[int]] = {}
     for i in sorted(range(len(pairs)), key=lambda i: (pairs[i].category, pairs[i].image)):
         by_category.setdefault(pairs[i].category, []).append(i)
     for k, members in by_category.items():
-        gt_regular = [~(pairs[i].gt_crowd[None, :] | _outside(pairs[i].gt_area)) for i in members]
-        npig = np.concatenate(gt_regular, axis=1).sum(axis=1)  # [A]
+        npig = (~np.concatenate([gt_ignored[i] for i in members], axis=1)).sum(axis=1)  # [A]
         if not npig.any():
             continue
         scores = np.concatenate([pairs[i].dt_score for i in members])
