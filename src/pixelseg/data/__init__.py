@@ -1,15 +1,20 @@
 """Datasets, augmentation and the synthetic shapes generator.
 
-Every dataset yields dicts ``{"image": float32 [C, H, W], "mask": int64 [H, W], "name": str,
-"image_path": str}`` that torch's default collate batches. Nothing here imports the config,
+Every semantic dataset yields dicts ``{"image": float32 [C, H, W], "mask": int64 [H, W],
+"name": str, "image_path": str}`` that torch's default collate batches; the instance sources
+(``CocoInstances``, ``PennFudan``) yield torchvision detection targets (``boxes``, ``labels``,
+``masks``, ...) and ``write_coco`` writes any of them as a COCO dataset. Nothing here imports the config,
 the engine or the CLI.
 """
 
 from __future__ import annotations
 
+from pixelseg.data.coco import CocoInstances
+from pixelseg.data.coco_write import instances_to_coco, write_coco
 from pixelseg.data.folder import MASK_FORMATS, SegmentationFolder, label_colormap
 from pixelseg.data.groups import GroupSplit, group_split, groups_of
 from pixelseg.data.io import IMAGE_EXTENSIONS, list_images, read_image, read_mask
+from pixelseg.data.pennfudan import PENNFUDAN_CLASSES, PennFudan
 from pixelseg.data.presets import (
     CAMVID_CLASSES,
     CAMVID_COLORS,
@@ -54,6 +59,7 @@ __all__ = [
     "MEMBRANE_COLORS",
     "NORMALIZATIONS",
     "PANOPTIC_CATEGORIES",
+    "PENNFUDAN_CLASSES",
     "PRESETS",
     "SHAPE_CLASSES",
     "SHAPE_COLORS",
@@ -61,8 +67,10 @@ __all__ = [
     "TRANSFORM_NAMES",
     "VOC_CLASSES",
     "VOC_COLORS",
+    "CocoInstances",
     "DatasetInfo",
     "GroupSplit",
+    "PennFudan",
     "SegmentationFolder",
     "SegmentationTransform",
     "SyntheticShapes",
@@ -71,6 +79,7 @@ __all__ = [
     "channel_stats",
     "group_split",
     "groups_of",
+    "instances_to_coco",
     "label_colormap",
     "list_images",
     "membrane",
@@ -82,4 +91,5 @@ __all__ = [
     "resolve_normalization",
     "to_tensors",
     "voc",
+    "write_coco",
 ]
