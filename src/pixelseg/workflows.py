@@ -148,6 +148,15 @@ def eval_checkpoint(
     order, channels, normalisation); anything else is refused, naming the mismatch.
     """
     _configure_threads(config)
+    device = resolve_device(config.train.device)
+    dist = from_environment(device.type, config.train.dist_timeout_minutes)
+    try:
+        return _eval_checkpoint(config, checkpoint, out, device, dist)
+    finally:
+        shutdown(dist)
+
+
+def _eval_checkpoint(config, checkpoint, out, device, dist) -> dict[str, Any]:
     payload = load_checkpoint(checkpoint)
     where = f"checkpoint {str(checkpoint)!r}"
     if payload["task"] != config.task:
@@ -159,7 +168,8 @@ def eval_checkpoint(
     bundle = build_datasets(config, read_split(Path(checkpoint).parent))
     plugin.check_checkpoint(payload, config, bundle, where)
     task = build_task(config, bundle, with_loss=False)
-    device = resolve_device(config.train.device)
+    if dist.world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
     predictor = plugin.predictor_from_checkpoint(
         payload,
         device=device,
@@ -176,6 +186,7 @@ def eval_checkpoint(
         device=device,
         gallery_size=config.eval.gallery_size,
         per_image=config.eval.per_image,
+        dist=dist,
     )
 
 
@@ -195,9 +206,25 @@ def predict_files(
     ``<name>`` is the file's stem, made unique by :func:`_output_names`. The suffixes keep a
     mask from ever landing on its own input (``--out`` may be the input folder), and every
     name is checked before anything is written: no output replaces an input image or another
-    output of this run. Returns the mask paths, in input order.
+    output of this run. Returns the first output of each input, in input order. Under
+    torchrun each process writes every ``world_size``-th input (names are drawn from the
+    whole list first, so they do not depend on the number of processes) and returns its own.
     """
     torch_device = resolve_device(device)
+    dist = from_environment(torch_device.type)
+    if dist.world_size > 1 and torch_device.type == "cuda":
+        torch_device = torch.device("cuda", dist.local_rank)
+    try:
+        return _predict_files(
+            checkpoint, inputs, Path(out), torch_device, dist, window, overlap, tta, alpha
+        )
+    finally:
+        shutdown(dist)
+
+
+def _predict_files(
+    checkpoint, inputs, out: Path, device, dist, window, overlap, tta, alpha
+) -> list[Path]:
     payload = load_checkpoint(checkpoint)
     where = f"checkpoint {str(checkpoint)!r}"
     plugin = get_plugin(str(payload["task"]))
@@ -205,25 +232,27 @@ def predict_files(
     task = plugin.task_from_checkpoint(payload, None)
     task.overlay_alpha = alpha
     predictor = plugin.predictor_from_checkpoint(
-        payload, device=torch_device, window=window, overlap=overlap, tta=tta, where=where
+        payload, device=device, window=window, overlap=overlap, tta=tta, where=where
     )
     inputs_found = task.list_inputs(inputs)
     names = _output_names(inputs_found)
-    out = Path(out)
     outputs = [task.output_paths(out, name) for name in names]
     _refuse_overwriting_inputs(inputs_found, outputs)
     out.mkdir(parents=True, exist_ok=True)
     log.info("predicting %d inputs into %s", len(inputs_found), out)
     written = []
+    mine = range(dist.rank, len(inputs_found), dist.world_size)
     with torch.inference_mode():
-        for path, name in zip(inputs_found, names, strict=True):
+        for index in mine:
+            path, name = inputs_found[index], names[index]
             if name != path.stem:
                 log.info("%s shares its stem with another input: written as %s_*", path, name)
             raw, batch = task.read_input(path)
-            output = task.forward_eval(predictor, move_to_device(batch, torch_device))
+            output = task.forward_eval(predictor, move_to_device(batch, device))
             files = task.write_prediction(out, name, raw, task.predict(output))
             written.append(files[0])
             log.info("predicted %s -> %s", path, ", ".join(str(f) for f in files))
+    dist.barrier()
     return written
 
 

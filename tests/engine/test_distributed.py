@@ -176,3 +176,50 @@ def test_a_killed_rank_fails_the_run_fast_and_the_run_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
     assert final["epoch"] == 3 and final["finished"]
+
+
+def sharded_eval_and_predict(rank: int, world: int, port: int, base: str) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    base_path = Path(base)
+    config = parse_config(raw_config(base_path / "one", batch=4))
+    metrics = workflows.eval_checkpoint(config, base_path / "one" / "last.pt", base_path / "ev2")
+    torch.save(metrics, base_path / f"eval_rank{rank}.pt")
+    written = workflows.predict_files(
+        base_path / "one" / "last.pt", [str(base_path / "inputs")], base_path / "pred2"
+    )
+    torch.save([str(p) for p in written], base_path / f"written_rank{rank}.pt")
+
+
+def test_eval_and_predict_shard_over_ranks_and_match_one_process(runs):
+    import numpy as np
+    from PIL import Image
+
+    base, _ = runs
+    inputs = base / "inputs"
+    inputs.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(5):
+        Image.fromarray(rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(
+            inputs / f"im{index}.png"
+        )
+    config = parse_config(raw_config(base / "one", batch=4))
+    single = workflows.eval_checkpoint(config, base / "one" / "last.pt", base / "ev1")
+    single_written = workflows.predict_files(
+        base / "one" / "last.pt", [str(inputs)], base / "pred1"
+    )
+    mp.spawn(sharded_eval_and_predict, args=(2, free_port(), str(base)), nprocs=2, join=True)
+    for rank in range(2):
+        sharded = torch.load(base / f"eval_rank{rank}.pt")
+        for name in ("miou", "pixel_accuracy", "fwiou", "mdice", "num_images"):
+            assert sharded[name] == single[name], name
+    rows = (base / "ev2" / "per_image.csv").read_text()
+    assert rows == (base / "ev1" / "per_image.csv").read_text()
+    written = [p for rank in range(2) for p in torch.load(base / f"written_rank{rank}.pt")]
+    assert sorted(Path(p).name for p in written) == sorted(p.name for p in single_written)
+    assert len(written) == len(set(written)) == 5
+    for path in single_written:
+        other = base / "pred2" / path.name
+        assert np.array_equal(np.asarray(Image.open(other)), np.asarray(Image.open(path)))
