@@ -3,23 +3,27 @@
 ``ConfusionMatrix`` accumulates exact int64 pixel counts over batches (and processes);
 ``binary_dice`` / ``binary_iou`` / ``per_image_scores`` give one number per image;
 ``ThresholdSweep`` / ``isbi_pixel_error`` score a probability map over thresholds (the ISBI
-2012 challenge's pixel error).
+2012 challenge's pixel error); ``PanopticQuality`` / ``panoptic_quality`` give PQ, SQ and RQ
+exactly as the COCO panoptic reference.
 """
 
 from __future__ import annotations
 
 from pixelseg.metrics.binary import binary_dice, binary_iou, per_image_scores
 from pixelseg.metrics.confusion import ConfusionMatrix, confusion_scores, per_class_iou_dice
+from pixelseg.metrics.panoptic import PanopticQuality, panoptic_quality
 from pixelseg.metrics.threshold_sweep import ISBI_THRESHOLDS, ThresholdSweep, isbi_pixel_error
 
 __all__ = [
     "ISBI_THRESHOLDS",
     "ConfusionMatrix",
+    "PanopticQuality",
     "ThresholdSweep",
     "binary_dice",
     "binary_iou",
     "confusion_scores",
     "isbi_pixel_error",
+    "panoptic_quality",
     "per_class_iou_dice",
     "per_image_scores",
 ]
