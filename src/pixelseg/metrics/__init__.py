@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pixelseg.metrics.binary import binary_dice, binary_iou, per_image_scores
 from pixelseg.metrics.confusion import ConfusionMatrix, confusion_scores, per_class_iou_dice
+from pixelseg.metrics.surface import surface_metrics, surface_metrics_per_class
 from pixelseg.metrics.threshold_sweep import ISBI_THRESHOLDS, ThresholdSweep, isbi_pixel_error
 
 __all__ = [
@@ -22,4 +23,6 @@ __all__ = [
     "isbi_pixel_error",
     "per_class_iou_dice",
     "per_image_scores",
+    "surface_metrics",
+    "surface_metrics_per_class",
 ]
