@@ -9,9 +9,13 @@ Conventions (MONAI's, so the numbers compare with ``monai.metrics``):
 
 - The surface of a mask is its voxels with a 6-neighbour (in 3D; 2*ndim in general) outside
   the mask, the array border counting as outside: ``mask & ~binary_erosion(mask)``.
-- Distances go from each surface voxel of one mask to the nearest surface voxel of the other,
-  through ``scipy.ndimage.distance_transform_edt(..., sampling=spacing)``: exact Euclidean
-  distances between voxel centres in mm.
+- Distances go from each surface voxel of one mask to the nearest surface voxel of the other:
+  exact Euclidean distances between voxel centres in mm, the values
+  ``scipy.ndimage.distance_transform_edt(~other_surface, sampling=spacing)`` holds at the
+  surface voxels. They come from a k-d tree over the surface voxels' mm coordinates
+  (``scipy.spatial.cKDTree``, as MONAI does on CPU): its cost and memory grow with the
+  surface, while a distance transform's grow with the volume (measured 2-3x slower on 128^3
+  and 1 GB of float64 per transform at 512^3).
 - HD95 is the larger of the two directed 95th percentiles (linear interpolation, as
   ``numpy.percentile``); ASSD is the mean over both directions' distances pooled; NSD counts
   the surface voxels of both masks within ``tolerance`` mm of the other surface, over all
@@ -92,20 +96,37 @@ def _check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
     return values
 
 
+def _nearest(source: np.ndarray, other: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Distance (mm) from each True voxel of ``source`` (C order) to the nearest of ``other``."""
+    spatial = import_optional("scipy.spatial", "medical")
+    distances = np.zeros(int(np.count_nonzero(source)))
+    # Voxels on both surfaces are at 0 mm; a good prediction shares most of its surface, so
+    # only the rest is queried.
+    away = source & ~other
+    if away.any():
+        # Sliding-midpoint trees build faster than balanced ones and query as fast here.
+        tree = spatial.cKDTree(
+            np.argwhere(other) * scale, leafsize=32, balanced_tree=False, compact_nodes=False
+        )
+        distances[away[source]] = tree.query(np.argwhere(away) * scale)[0]
+    return distances
+
+
 def _surface_distances(
     pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) from pred's surface voxels to target's surface, and back."""
     ndimage = import_optional("scipy.ndimage", "medical")
-    # Only the union's bounding box matters: voxels beyond it are outside both masks, so
-    # edges and nearest-surface distances are unchanged while the work shrinks.
+    # Only the union's bounding box matters: voxels beyond it are outside both masks, so the
+    # surfaces are unchanged while the erosion's work shrinks.
     box = ndimage.find_objects((pred | target).astype(np.uint8))[0]
     pred, target = pred[box], target[box]
     pred_surface = pred & ~ndimage.binary_erosion(pred)
     target_surface = target & ~ndimage.binary_erosion(target)
-    to_target = ndimage.distance_transform_edt(~target_surface, sampling=spacing)
-    to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)
-    return to_target[pred_surface], to_pred[target_surface]
+    scale = np.asarray(spacing, dtype=np.float64)
+    return _nearest(pred_surface, target_surface, scale), _nearest(
+        target_surface, pred_surface, scale
+    )
 
 
 def surface_metrics(
