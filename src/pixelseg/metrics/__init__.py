@@ -5,7 +5,8 @@
 ``ThresholdSweep`` / ``isbi_pixel_error`` score a probability map over thresholds (the ISBI
 2012 challenge's pixel error); ``coco_evaluate`` / ``CocoEvaluator`` give COCO box and mask
 AP/AR equal to pycocotools'; ``PanopticQuality`` / ``panoptic_quality`` give PQ, SQ and RQ
-exactly as the COCO panoptic reference.
+exactly as the COCO panoptic reference; ``surface_metrics`` gives per-case Dice, HD95, ASSD
+and surface Dice in millimetres.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pixelseg.metrics.coco import coco_evaluate
 from pixelseg.metrics.coco_stream import CocoEvaluator, detections_to_coco_results
 from pixelseg.metrics.confusion import ConfusionMatrix, confusion_scores, per_class_iou_dice
 from pixelseg.metrics.panoptic import PanopticQuality, panoptic_quality
+from pixelseg.metrics.surface import surface_metrics, surface_metrics_per_class
 from pixelseg.metrics.threshold_sweep import ISBI_THRESHOLDS, ThresholdSweep, isbi_pixel_error
 
 __all__ = [
@@ -32,4 +34,6 @@ __all__ = [
     "panoptic_quality",
     "per_class_iou_dice",
     "per_image_scores",
+    "surface_metrics",
+    "surface_metrics_per_class",
 ]

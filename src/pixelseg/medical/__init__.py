@@ -1,0 +1,20 @@
+"""Medical imaging: DICOM and NIfTI volumes and CT preprocessing.
+
+``read_volume`` / ``write_nifti`` / ``Volume`` (:mod:`pixelseg.medical.io`) read a DICOM series
+or a NIfTI file into ``array [I, J, K]`` with a voxel -> RAS+ mm affine, and write NIfTI
+predictions that overlay their input. :mod:`pixelseg.medical.preprocess` holds windowing,
+normalisation, resampling, lung extraction and cropping. pydicom, nibabel and scipy are
+imported on first use (``pip install 'pixelseg[medical]'``).
+"""
+
+from __future__ import annotations
+
+from pixelseg.medical.io import (
+    Volume,
+    check_label_values,
+    check_same_grid,
+    read_volume,
+    write_nifti,
+)
+
+__all__ = ["Volume", "check_label_values", "check_same_grid", "read_volume", "write_nifti"]
