@@ -183,6 +183,8 @@ def sharded_eval_and_predict(rank: int, world: int, port: int, base: str) -> Non
         {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     )  # fmt: skip
+    # One group for both jobs (as a notebook would hold it); each job uses it and leaves it.
+    torch.distributed.init_process_group("gloo")
     base_path = Path(base)
     config = parse_config(raw_config(base_path / "one", batch=4))
     metrics = workflows.eval_checkpoint(config, base_path / "one" / "last.pt", base_path / "ev2")
@@ -191,6 +193,7 @@ def sharded_eval_and_predict(rank: int, world: int, port: int, base: str) -> Non
         base_path / "one" / "last.pt", [str(base_path / "inputs")], base_path / "pred2"
     )
     torch.save([str(p) for p in written], base_path / f"written_rank{rank}.pt")
+    torch.distributed.destroy_process_group()
 
 
 def test_eval_and_predict_shard_over_ranks_and_match_one_process(runs):

@@ -42,6 +42,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     group: object | None = None
+    owns_group: bool = False  # joined by from_environment, so left by shutdown
 
     @property
     def is_main(self) -> bool:
@@ -109,18 +110,19 @@ def from_environment(device_type: str, timeout_minutes: float = 10.0) -> DistCon
     dist = torch.distributed
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-    if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
-        log.info("process %d of %d joined the %s group", rank, world, backend)
-    return DistContext(rank=rank, world_size=world, local_rank=local)
+    if dist.is_initialized():  # a caller's group (a notebook, a test): use it, leave it
+        return DistContext(rank=rank, world_size=world, local_rank=local)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    log.info("process %d of %d joined the %s group", rank, world, backend)
+    return DistContext(rank=rank, world_size=world, local_rank=local, owns_group=True)
 
 
 def shutdown(context: DistContext) -> None:
-    """Leave the process group (every process calls it at the end of a job)."""
-    if context.active:
+    """Leave the process group this job joined (every process calls it at the end)."""
+    if context.owns_group and context.active:
         torch.distributed.destroy_process_group()
 
 
