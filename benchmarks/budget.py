@@ -28,6 +28,7 @@ class Curve:
 
     name: str
     points: list[tuple[float, dict]] = field(default_factory=list)
+    steps: int | None = None  # optimiser steps at the last point
 
     def at(self, minutes: float) -> dict:
         """The last point at or before ``minutes`` (plus a small tolerance)."""
