@@ -30,7 +30,15 @@ from pixelseg.engine.trainer import Trainer
 from pixelseg.errors import CheckpointError, InvalidInputError
 from pixelseg.tasks import get_plugin
 
-__all__ = ["demo", "demo_config", "eval_checkpoint", "predict_files", "summary", "train"]
+__all__ = [
+    "demo",
+    "demo_config",
+    "eval_checkpoint",
+    "export_model",
+    "predict_files",
+    "summary",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +175,7 @@ def eval_checkpoint(
 
 
 def predict_files(
-    checkpoint: str | Path,
+    model: str | Path,
     inputs: list[str],
     out: str | Path,
     *,
@@ -179,21 +187,26 @@ def predict_files(
 ) -> list[Path]:
     """Write ``<name>_mask.png`` (index mask) and ``<name>_overlay.png`` per input image.
 
-    ``<name>`` is the file's stem, made unique by :func:`_output_names`. The suffixes keep a
-    mask from ever landing on its own input (``--out`` may be the input folder), and every
-    name is checked before anything is written: no output replaces an input image or another
-    output of this run. Returns the mask paths, in input order.
+    ``model`` is a ``.pt`` checkpoint (run in PyTorch on ``device``) or an ``.onnx`` model
+    with its JSON sidecar beside it (run in onnxruntime on the CPU): the backend follows
+    the file. ``<name>`` is the file's stem, made unique by :func:`_output_names`. The
+    suffixes keep a mask from ever landing on its own input (``--out`` may be the input
+    folder), and every name is checked before anything is written: no output replaces an
+    input image or another output of this run. Returns the mask paths, in input order.
     """
-    torch_device = resolve_device(device)
-    payload = load_checkpoint(checkpoint)
-    where = f"checkpoint {str(checkpoint)!r}"
-    plugin = get_plugin(str(payload["task"]))
-    require_keys(payload, plugin.checkpoint_keys, checkpoint)
-    task = plugin.task_from_checkpoint(payload, None)
+    if Path(model).suffix.lower() == ".onnx":
+        torch_device, task, predictor = _onnx_backend(model, device, window, overlap, tta)
+    else:
+        torch_device = resolve_device(device)
+        payload = load_checkpoint(model)
+        where = f"checkpoint {str(model)!r}"
+        plugin = get_plugin(str(payload["task"]))
+        require_keys(payload, plugin.checkpoint_keys, model)
+        task = plugin.task_from_checkpoint(payload, None)
+        predictor = plugin.predictor_from_checkpoint(
+            payload, device=torch_device, window=window, overlap=overlap, tta=tta, where=where
+        )
     task.overlay_alpha = alpha
-    predictor = plugin.predictor_from_checkpoint(
-        payload, device=torch_device, window=window, overlap=overlap, tta=tta, where=where
-    )
     inputs_found = task.list_inputs(inputs)
     names = _output_names(inputs_found)
     out = Path(out)
@@ -212,6 +225,25 @@ def predict_files(
             written.append(files[0])
             log.info("predicted %s -> %s", path, ", ".join(str(f) for f in files))
     return written
+
+
+def _onnx_backend(
+    model: str | Path,
+    device: str,
+    window: tuple[int, ...] | None,
+    overlap: float,
+    tta: bool,
+) -> tuple[torch.device, Any, Any]:
+    """``(device, task, predictor)`` for an exported model: onnxruntime runs on the CPU."""
+    from pixelseg.export.runtime import load_onnx_model
+
+    if device not in ("auto", "cpu"):
+        raise InvalidInputError(
+            f"--device {device!r}: an .onnx model runs in onnxruntime on the CPU; leave "
+            "--device out, or predict with the .pt checkpoint on that device"
+        )
+    _, task, predictor = load_onnx_model(model, window=window, overlap=overlap, tta=tta)
+    return torch.device("cpu"), task, predictor
 
 
 def _output_names(images: list[Path]) -> list[str]:
@@ -263,6 +295,54 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[list[Path]]) ->
                 f"{str(resolved[target.resolve()])!r}; write into another folder, or leave "
                 "earlier outputs out of the inputs"
             )
+
+
+def export_model(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    tolerance: float = 1e-3,
+    quantize: str | None = None,
+    calibration: str | Path | None = None,
+    max_miou_drop: float = 1.0,
+    calibration_images: int = 64,
+) -> list[str]:
+    """Export ``checkpoint`` to ``out`` (ONNX + JSON sidecar); returns lines for the CLI.
+
+    fp32 exports pass the parity check against PyTorch; ``quantize="int8"`` calibrates on
+    the ``calibration`` config's training images and refuses a model losing more than
+    ``max_miou_drop`` mIoU points on its validation set. Nothing is written on failure.
+    """
+    if quantize is None:
+        from pixelseg.export.onnx import export_checkpoint
+
+        result = export_checkpoint(checkpoint, out, tolerance=tolerance)
+        return [
+            f"wrote {result.model_path} and {result.sidecar_path} (opset "
+            f"{result.sidecar['opset']}, dynamic batch, height and width) in "
+            f"{result.seconds:.1f} s",
+            f"parity: max |logit difference| onnxruntime vs PyTorch {result.max_abs_diff:.2g} "
+            f"<= {result.tolerance:g} over inputs {result.shapes}",
+        ]
+    from pixelseg.config import load_config
+    from pixelseg.export.quantize import quantize_checkpoint
+
+    if quantize != "int8":
+        raise InvalidInputError(f"unknown quantization {quantize!r}; valid: int8")
+    if calibration is None:
+        raise InvalidInputError("INT8 quantization needs a calibration config")
+    config = load_config(calibration, [])
+    _configure_threads(config)
+    report = quantize_checkpoint(
+        checkpoint,
+        out,
+        config,
+        tolerance=tolerance,
+        max_miou_drop=max_miou_drop,
+        calibration_images=calibration_images,
+        split=read_split(Path(checkpoint).parent),
+    )
+    return report.lines()
 
 
 def demo_config(out: str | Path, minutes: float | None = None) -> ExperimentConfig:
