@@ -6,7 +6,8 @@ int8`` does (``quant_pre_process``, then static QDQ per-channel, U8S8) and strai
 the box (``quantize_static`` on the exported graph, QDQ per-channel, no pre-processing), and
 times one ``1 x 3 x SIZE x SIZE`` forward pass per backend. Backends alternate within each
 of ``--repeats`` rounds so machine load hits them alike; the table shows medians. All run
-on ``--threads`` threads (torch.set_num_threads, onnxruntime intra-op threads).
+on ``--threads`` threads (torch.set_num_threads, onnxruntime intra-op threads, without
+spinning so that idle onnxruntime threads do not steal the cores of the next backend).
 
 The weights are random (nothing downloads), so the logits of one random input measure
 speed and agreement, not accuracy; ``pixelseg export --quantize int8`` measures the mIoU
@@ -102,7 +103,9 @@ def measure(name: str, size: int, threads: int, repeats: int, calibration: int) 
             "ort_int8": work / "int8.onnx",
             "ort_int8_raw": work / "int8_raw.onnx",
         }
-        sessions = {key: onnx_session(path, threads) for key, path in paths.items()}
+        # No spinning: idle onnxruntime threads would otherwise busy-wait into the next
+        # backend's run and slow it down.
+        sessions = {key: onnx_session(path, threads, spinning=False) for key, path in paths.items()}
         sizes = {key: path.stat().st_size for key, path in paths.items()}
 
         def eager() -> np.ndarray:

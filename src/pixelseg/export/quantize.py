@@ -195,7 +195,9 @@ def quantize_checkpoint(
         fp32 = export_checkpoint(checkpoint, work / "fp32.onnx", tolerance=tolerance)
         int8_path = work / "int8.onnx"
         quantize_onnx(fp32.model_path, int8_path, bundle.train, calibration_images, work)
-        sessions = [onnx_session(fp32.model_path, threads), onnx_session(int8_path, threads)]
+        sessions = [
+            onnx_session(path, threads, spinning=False) for path in (fp32.model_path, int8_path)
+        ]
         scores = [
             score_predictor(OnnxPredictor(session, fp32.sidecar), bundle.val, task)
             for session in sessions

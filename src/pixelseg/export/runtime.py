@@ -25,14 +25,22 @@ from pixelseg.tasks import Task, get_plugin
 __all__ = ["OnnxPredictor", "load_onnx_model", "onnx_session"]
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+def onnx_session(path: str | Path, threads: int | None = None, *, spinning: bool = True) -> Any:
     """An onnxruntime CPU session for ``path``; ``threads`` sets its intra-op threads
-    (None: onnxruntime's default, one per physical core)."""
+    (None: onnxruntime's default, one per physical core).
+
+    ``spinning=False`` stops idle pool threads from busy-waiting after a run: by default
+    they spin for a while, which is faster for back-to-back runs of one session but takes
+    the cores from whatever runs next (another session, PyTorch), so timings that
+    alternate backends turn it off.
+    """
     ort = import_deploy("onnxruntime")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own types for a bad file
