@@ -30,10 +30,12 @@ def tiny_config(options: dict | None = None, **data) -> dict:
     }
 
 
-def untrained_checkpoint(path: Path, model: str = "unet", **options) -> Path:
+def untrained_checkpoint(
+    path: Path, model: str = "unet", encoder: str | None = None, **options
+) -> Path:
     """A checkpoint of a freshly initialised model (export does not need training)."""
     raw = tiny_config()
-    raw["model"] = {"name": model, "options": options}
+    raw["model"] = {"name": model, "encoder": encoder, "options": options}
     config = parse_config(raw)
     bundle = build_datasets(config)
     torch.manual_seed(0)
