@@ -123,6 +123,8 @@ def measure(name: str, size: int, threads: int, repeats: int, calibration: int) 
                 run()
                 times[key].append((time.perf_counter() - started) * 1000.0)
     reference = outputs["eager"]
+    # The logits' scale, for reading the differences: random weights give large logits.
+    result["max_abs_logit"] = float(np.abs(reference).max())
     rows = []
     eager_ms = statistics.median(times["eager"])
     for key in BACKENDS:
@@ -153,6 +155,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"{row['speedup_vs_eager']:>9.2f}x{row['max_abs_logit_diff']:>14.2g}"
                 f"{row['pixel_agreement'] * 100:>9.2f}{size:>8}"
             )
+    for result in results:
+        print(f"{result['model']}: largest |logit| {result['max_abs_logit']:.3g}")
 
 
 def main(argv: list[str] | None = None) -> int:
