@@ -212,9 +212,7 @@ def save_curves(path: Path, args, curves: list[Curve]) -> None:
         "holdout": args.holdout,
         "minutes": args.minutes,
         "threads": args.threads,
-        "curves": [
-            {"name": c.name, "steps": c.steps, "points": c.points} for c in curves
-        ],
+        "curves": [{"name": c.name, "steps": c.steps, "points": c.points} for c in curves],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))

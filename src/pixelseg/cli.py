@@ -26,7 +26,12 @@ EXAMPLES = {
     "train": "example: pixelseg train configs/camvid_unet.yaml train.epochs=50 data.batch_size=4",
     "eval": "example: pixelseg eval configs/camvid_unet.yaml --checkpoint runs/camvid_unet/last.pt "
     "--out runs/camvid_unet/eval",
-    "predict": "example: pixelseg predict --checkpoint runs/demo/last.pt --out preds 'photos/*.png'",
+    "predict": "example: pixelseg predict --checkpoint runs/demo/last.pt --out preds 'photos/*.png'"
+    "\n         pixelseg predict --model runs/demo/model.onnx --out preds 'photos/*.png'",
+    "export": "example: pixelseg export --checkpoint runs/demo/last.pt --format onnx "
+    "--out runs/demo/model.onnx\n"
+    "         pixelseg export --checkpoint runs/demo/last.pt --quantize int8 "
+    "--calibration configs/shapes_unet.yaml --out runs/demo/model_int8.onnx",
     "models": "example: pixelseg models",
     "demo": "example: pixelseg demo --out runs/demo",
 }
@@ -40,6 +45,17 @@ PREDICT_NAMING = (
     "b/cat.png -> a_cat_png, b_cat_png). --out may be the input folder: predict stops before "
     "writing anything if an output would replace an input image or another output of the "
     "same run."
+)
+
+
+EXPORT_NOTES = (
+    "writes the .onnx file (opset 18, dynamic batch, height and width) and a .json sidecar "
+    "beside it (classes, colours, normalisation, input-size rules, pixelseg version). "
+    "onnxruntime and PyTorch run the same inputs first: if the largest absolute logit "
+    "difference exceeds --tolerance, the export fails and writes nothing. With --quantize "
+    "int8, the model is calibrated on --calibration's training images and both models are "
+    "scored on its validation set; an INT8 model losing more than --max-miou-drop mIoU "
+    "points is refused. Needs the deploy extra: pip install 'pixelseg[deploy]'."
 )
 
 
@@ -137,12 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = command(
         "predict",
-        "Segment images with a checkpoint (files, folders or globs).",
+        "Segment images with a checkpoint or an exported ONNX model (files, folders or globs).",
         notes=PREDICT_NAMING,
     )
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    predict.add_argument(
-        "--checkpoint", required=True, help="checkpoint file (a run's last.pt or best.pt)"
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--checkpoint", help="checkpoint file (a run's last.pt or best.pt), run in PyTorch"
+    )
+    source.add_argument(
+        "--model",
+        help="a .pt checkpoint (PyTorch) or an .onnx model with its .json sidecar beside it "
+        "(onnxruntime, CPU): the backend follows the file",
     )
     predict.add_argument("--out", required=True, help="output directory")
     predict.add_argument(
@@ -156,6 +178,42 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="average with a horizontal flip")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+
+    export = command(
+        "export",
+        "Export a checkpoint to ONNX, verified against PyTorch (optionally INT8).",
+        notes=EXPORT_NOTES,
+    )
+    export.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
+    export.add_argument("--out", required=True, help="ONNX file to write (model.onnx)")
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    export.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="largest absolute logit difference onnxruntime vs PyTorch allowed (default 1e-3)",
+    )
+    export.add_argument(
+        "--quantize", choices=["int8"], help="write an INT8 (static) model instead of fp32"
+    )
+    export.add_argument(
+        "--calibration",
+        metavar="CONFIG",
+        help="experiment YAML whose training images calibrate and whose validation set "
+        "measures the INT8 model (required with --quantize)",
+    )
+    export.add_argument(
+        "--max-miou-drop",
+        type=float,
+        default=1.0,
+        help="refuse an INT8 model losing more mIoU points than this (default 1.0)",
+    )
+    export.add_argument(
+        "--calibration-images",
+        type=int,
+        default=64,
+        help="training images used to calibrate INT8 (default 64)",
+    )
 
     command("models", "List the available models and encoders.")
 
@@ -186,10 +244,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"predictions: {args.out}/predictions")
         print(f"validation {workflows.summary('semantic', metrics)}")
         return 0
+    if args.command == "export":
+        return _export(args)
     if args.command == "predict":
         _check_folder(args.out, "--out")
+        if args.checkpoint and Path(args.checkpoint).suffix.lower() == ".onnx":
+            raise InvalidInputError(
+                f"--checkpoint {args.checkpoint!r} is an ONNX model; pass it with --model"
+            )
         written = workflows.predict_files(
-            args.checkpoint,
+            args.checkpoint or args.model,
             args.inputs,
             args.out,
             window=tuple(args.window) if args.window else None,
@@ -218,6 +282,26 @@ def _run(args: argparse.Namespace) -> int:
     metrics = workflows.eval_checkpoint(config, checkpoint, out)
     print(workflows.summary(config.task, metrics))
     print(f"report: {out}/metrics.json")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pixelseg import workflows
+
+    if args.quantize and not args.calibration:
+        raise InvalidInputError("--quantize int8 needs --calibration CONFIG (an experiment YAML)")
+    if args.calibration and not args.quantize:
+        raise InvalidInputError("--calibration is only used with --quantize int8")
+    for line in workflows.export_model(
+        args.checkpoint,
+        args.out,
+        tolerance=args.tolerance,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        max_miou_drop=args.max_miou_drop,
+        calibration_images=args.calibration_images,
+    ):
+        print(line)
     return 0
 
 

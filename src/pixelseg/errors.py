@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "ExportError",
     "InvalidInputError",
     "NonFiniteError",
     "PixelsegError",
@@ -45,6 +46,11 @@ class DataError(InvalidInputError):
 
 class CheckpointError(PixelsegError):
     """A checkpoint that is missing, corrupt or does not match the model."""
+
+
+class ExportError(PixelsegError):
+    """An export that did not verify (parity, accuracy guard) or cannot be made; nothing
+    is left written."""
 
 
 class TrainingDivergedError(PixelsegError):

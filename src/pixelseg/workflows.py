@@ -31,7 +31,15 @@ from pixelseg.engine.trainer import Trainer
 from pixelseg.errors import CheckpointError, InvalidInputError
 from pixelseg.tasks import get_plugin
 
-__all__ = ["demo", "demo_config", "eval_checkpoint", "predict_files", "summary", "train"]
+__all__ = [
+    "demo",
+    "demo_config",
+    "eval_checkpoint",
+    "export_model",
+    "predict_files",
+    "summary",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +199,7 @@ def _eval_checkpoint(config, checkpoint, out, device, dist) -> dict[str, Any]:
 
 
 def predict_files(
-    checkpoint: str | Path,
+    model: str | Path,
     inputs: list[str],
     out: str | Path,
     *,
@@ -203,37 +211,47 @@ def predict_files(
 ) -> list[Path]:
     """Write ``<name>_mask.png`` (index mask) and ``<name>_overlay.png`` per input image.
 
-    ``<name>`` is the file's stem, made unique by :func:`_output_names`. The suffixes keep a
-    mask from ever landing on its own input (``--out`` may be the input folder), and every
-    name is checked before anything is written: no output replaces an input image or another
-    output of this run. Returns the first output of each input, in input order. Under
-    torchrun each process writes every ``world_size``-th input (names are drawn from the
-    whole list first, so they do not depend on the number of processes) and returns its own.
+    ``model`` is a ``.pt`` checkpoint (run in PyTorch on ``device``) or an ``.onnx`` model
+    with its JSON sidecar beside it (run in onnxruntime on the CPU): the backend follows
+    the file. ``<name>`` is the file's stem, made unique by :func:`_output_names`. The
+    suffixes keep a mask from ever landing on its own input (``--out`` may be the input
+    folder), and every name is checked before anything is written: no output replaces an
+    input image or another output of this run. Returns the first output of each input, in
+    input order. Under torchrun each process writes every ``world_size``-th input (names are
+    drawn from the whole list first, so they do not depend on the number of processes) and
+    returns its own.
     """
-    torch_device = resolve_device(device)
+    if Path(model).suffix.lower() == ".onnx":
+        torch_device, task, predictor = _onnx_backend(model, device, window, overlap, tta)
+    else:
+        torch_device = resolve_device(device)
+        task, predictor = None, None
     dist = from_environment(torch_device.type)
     if dist.world_size > 1 and torch_device.type == "cuda":
         torch_device = torch.device("cuda", dist.local_rank)
     try:
-        return _predict_files(
-            checkpoint, inputs, Path(out), torch_device, dist, window, overlap, tta, alpha
-        )
+        if task is None:
+            task, predictor = _torch_backend(model, torch_device, window, overlap, tta)
+        task.overlay_alpha = alpha
+        return _predict_files(task, predictor, inputs, Path(out), torch_device, dist)
     finally:
         shutdown(dist)
 
 
-def _predict_files(
-    checkpoint, inputs, out: Path, device, dist, window, overlap, tta, alpha
-) -> list[Path]:
-    payload = load_checkpoint(checkpoint)
-    where = f"checkpoint {str(checkpoint)!r}"
+def _torch_backend(model, device, window, overlap, tta) -> tuple[Any, Any]:
+    """``(task, predictor)`` of a ``.pt`` checkpoint, on ``device``."""
+    payload = load_checkpoint(model)
+    where = f"checkpoint {str(model)!r}"
     plugin = get_plugin(str(payload["task"]))
-    require_keys(payload, plugin.checkpoint_keys, checkpoint)
+    require_keys(payload, plugin.checkpoint_keys, model)
     task = plugin.task_from_checkpoint(payload, None)
-    task.overlay_alpha = alpha
     predictor = plugin.predictor_from_checkpoint(
         payload, device=device, window=window, overlap=overlap, tta=tta, where=where
     )
+    return task, predictor
+
+
+def _predict_files(task, predictor, inputs, out: Path, device, dist) -> list[Path]:
     inputs_found = task.list_inputs(inputs)
     names = _output_names(inputs_found)
     outputs = [task.output_paths(out, name) for name in names]
@@ -254,6 +272,25 @@ def _predict_files(
             log.info("predicted %s -> %s", path, ", ".join(str(f) for f in files))
     dist.barrier()
     return written
+
+
+def _onnx_backend(
+    model: str | Path,
+    device: str,
+    window: tuple[int, ...] | None,
+    overlap: float,
+    tta: bool,
+) -> tuple[torch.device, Any, Any]:
+    """``(device, task, predictor)`` for an exported model: onnxruntime runs on the CPU."""
+    from pixelseg.export.runtime import load_onnx_model
+
+    if device not in ("auto", "cpu"):
+        raise InvalidInputError(
+            f"--device {device!r}: an .onnx model runs in onnxruntime on the CPU; leave "
+            "--device out, or predict with the .pt checkpoint on that device"
+        )
+    _, task, predictor = load_onnx_model(model, window=window, overlap=overlap, tta=tta)
+    return torch.device("cpu"), task, predictor
 
 
 def _output_names(images: list[Path]) -> list[str]:
@@ -305,6 +342,54 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[list[Path]]) ->
                 f"{str(resolved[target.resolve()])!r}; write into another folder, or leave "
                 "earlier outputs out of the inputs"
             )
+
+
+def export_model(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    tolerance: float = 1e-3,
+    quantize: str | None = None,
+    calibration: str | Path | None = None,
+    max_miou_drop: float = 1.0,
+    calibration_images: int = 64,
+) -> list[str]:
+    """Export ``checkpoint`` to ``out`` (ONNX + JSON sidecar); returns lines for the CLI.
+
+    fp32 exports pass the parity check against PyTorch; ``quantize="int8"`` calibrates on
+    the ``calibration`` config's training images and refuses a model losing more than
+    ``max_miou_drop`` mIoU points on its validation set. Nothing is written on failure.
+    """
+    if quantize is None:
+        from pixelseg.export.onnx import export_checkpoint
+
+        result = export_checkpoint(checkpoint, out, tolerance=tolerance)
+        return [
+            f"wrote {result.model_path} and {result.sidecar_path} (opset "
+            f"{result.sidecar['opset']}, dynamic batch, height and width) in "
+            f"{result.seconds:.1f} s",
+            f"parity: max |logit difference| onnxruntime vs PyTorch {result.max_abs_diff:.2g} "
+            f"<= {result.tolerance:g} over inputs {result.shapes}",
+        ]
+    from pixelseg.config import load_config
+    from pixelseg.export.quantize import quantize_checkpoint
+
+    if quantize != "int8":
+        raise InvalidInputError(f"unknown quantization {quantize!r}; valid: int8")
+    if calibration is None:
+        raise InvalidInputError("INT8 quantization needs a calibration config")
+    config = load_config(calibration, [])
+    _configure_threads(config)
+    report = quantize_checkpoint(
+        checkpoint,
+        out,
+        config,
+        tolerance=tolerance,
+        max_miou_drop=max_miou_drop,
+        calibration_images=calibration_images,
+        split=read_split(Path(checkpoint).parent),
+    )
+    return report.lines()
 
 
 def demo_config(out: str | Path, minutes: float | None = None) -> ExperimentConfig:

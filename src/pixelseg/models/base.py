@@ -8,8 +8,11 @@ model accepts any ``H x W``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from fractions import Fraction
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +27,9 @@ __all__ = [
     "check_positive_int",
     "decoder_memory_format",
     "init_weights",
+    "integer_scale",
     "pad_to_multiple",
+    "scaled_length",
 ]
 
 
@@ -145,6 +150,51 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+#: Sizes up to which the integer rule of :func:`scaled_length` is checked against ``round``.
+EXACT_SCALE_SIZES = 65536
+
+
+@functools.lru_cache(maxsize=32)
+def integer_scale(scale: float) -> tuple[int, int] | None:
+    """``(n, d)`` such that rounding ``L * n / d`` half to even, in integers, gives
+    ``round(L * scale)`` for every length ``L`` in ``1..EXACT_SCALE_SIZES``; None if no
+    fraction with ``d <= 65536`` does.
+
+    Exported graphs (ONNX) compute the network's input size from symbolic integer sizes,
+    and exporters cannot translate Python's float ``round``; this integer rule is the same
+    function over every size an image can have (exact for dyadic scales such as 0.5 or
+    0.75, checked for the others).
+    """
+    fraction = Fraction(scale).limit_denominator(1 << 16)
+    n, d = fraction.numerator, fraction.denominator
+    lengths = np.arange(1, EXACT_SCALE_SIZES + 1, dtype=np.int64)
+    quotient, remainder = np.divmod(lengths * n, d)
+    rounded = quotient + (2 * remainder + quotient % 2) // (d + 1)
+    return (n, d) if np.array_equal(rounded, np.round(lengths * scale)) else None
+
+
+def scaled_length(length: int, scale: float) -> int:
+    """``max(round(length * scale), 1)``: the network's size for an input side ``length``.
+
+    While a graph is captured for export, the same value comes from integer arithmetic on
+    the symbolic size (see :func:`integer_scale`), so the exported graph keeps dynamic
+    height and width and resizes exactly as eager PyTorch does.
+    """
+    if not _is_tracing():
+        return max(round(length * scale), 1)
+    exact = integer_scale(scale)
+    if exact is None:
+        raise InvalidInputError(
+            f"input_scale {scale!r} cannot be exported: no fraction n/d with d <= 65536 "
+            "rounds every size like Python's round(); use a scale such as 0.5, 0.75 or 0.375"
+        )
+    n, d = exact
+    quotient = (length * n) // d
+    remainder = length * n - quotient * d
+    # Round half to even: up when 2r > d, or 2r == d and the quotient is odd.
+    return torch.sym_max(quotient + (2 * remainder + quotient % 2) // (d + 1), 1)
+
+
 def check_input_scale(value: object) -> float:
     """Return ``value`` as a float in (0, 4], else raise InvalidInputError naming it."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 4:
@@ -213,7 +263,7 @@ class SegmentationModel(nn.Module):
         x: torch.Tensor,
     ) -> torch.Tensor | list[torch.Tensor]:
         h, w = x.shape[-2:]
-        size = (max(round(h * self.input_scale), 1), max(round(w * self.input_scale), 1))
+        size = (scaled_length(h, self.input_scale), scaled_length(w, self.input_scale))
         # Antialiasing when shrinking, as image libraries (PIL, OpenCV INTER_AREA) do.
         shrink = self.input_scale < 1.0
         small = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)

@@ -172,6 +172,9 @@ class TaskPlugin:
     - ``checkpoint_keys``: the metadata keys its checkpoints must hold
     - ``model_names() -> list``: the ``model.name`` values it trains (its contract test
       runs each through the task)
+    - ``export_keys``: the checkpoint metadata an exported model's JSON sidecar carries, so
+      that ``task_from_checkpoint(sidecar)`` rebuilds the task without the checkpoint;
+      empty when the task has no ONNX export (yet)
     """
 
     name: str
@@ -186,3 +189,4 @@ class TaskPlugin:
     summary: Callable[[dict[str, Any]], str]
     checkpoint_keys: tuple[str, ...] = ()
     model_names: Callable[[], list[str]] = list
+    export_keys: tuple[str, ...] = ()

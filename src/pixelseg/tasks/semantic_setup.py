@@ -228,4 +228,13 @@ PLUGIN = TaskPlugin(
     summary=SemanticTask.summary,
     checkpoint_keys=("classes", "normalization", "in_channels"),
     model_names=lambda: list(models.available()),
+    export_keys=(
+        "classes",
+        "colors",
+        "ignore_index",
+        "normalization",
+        "in_channels",
+        "input_size",
+        "model_spec",
+    ),
 )
