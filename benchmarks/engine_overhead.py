@@ -82,8 +82,8 @@ class StepClock:
 def _median_gap(ticks: list[float]) -> float:
     """Median time between steps, the first ``SETTLE`` steps left out (allocator and
     kernel-cache warm-up)."""
-    gaps = [b - a for a, b in itertools.pairwise(ticks)][SETTLE:]
-    return statistics.median(gaps)
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    return statistics.median(gaps[SETTLE:] or gaps)
 
 
 def pixelseg_step(model: nn.Module, data: Dataset, steps: int, batch: int) -> float:
@@ -146,14 +146,14 @@ def plain_step(model: nn.Module, data: Dataset, steps: int, batch: int) -> float
     return _median_gap(ticks)
 
 
-def measure(name: str, repeats: int, steps: int, batch: int) -> dict[str, Any]:
+def measure(name: str, repeats: int, steps: int, batch: int, warm: bool = True) -> dict[str, Any]:
     spec = MODELS[name]
     torch.manual_seed(0)
     initial = models.create(spec["name"], CLASSES, encoder=spec.get("encoder"), **spec["options"])
     data = InMemory(batch * 8, spec["size"], seed=1)
-    # An untimed round of each side first: the first forward passes build kernel caches.
-    pixelseg_step(copy.deepcopy(initial), data, SETTLE + 2, batch)
-    plain_step(copy.deepcopy(initial), data, SETTLE + 2, batch)
+    if warm:  # an untimed round of each side: the first forward passes build kernel caches
+        pixelseg_step(copy.deepcopy(initial), data, SETTLE + 2, batch)
+        plain_step(copy.deepcopy(initial), data, SETTLE + 2, batch)
     rounds = []
     for _ in range(repeats):
         ours = pixelseg_step(copy.deepcopy(initial), data, steps, batch)
@@ -186,10 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the untimed round")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    results = [measure(name, args.repeats, args.steps, args.batch) for name in args.models]
+    results = [
+        measure(name, args.repeats, args.steps, args.batch, warm=not args.no_warmup)
+        for name in args.models
+    ]
     print(f"\nper-step time, median of {args.repeats} interleaved rounds, {args.threads} threads")
     print(
         f"{'model':<10}{'image':>6}{'pixelseg ms':>13}{'plain ms':>10}{'overhead ms':>13}"

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_benchmark_runs_every_setting(tmp_path):
     out = tmp_path / "ddp.json"
-    argv = ["--steps", "4", "--warmup", "1", "--size", "32", "--repeats", "1", "--json", str(out)]
+    argv = ["--steps", "3", "--warmup", "1", "--size", "16", "--repeats", "1", "--json", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     # A subprocess: the benchmark spawns its ranks, which must import it as a script.
     done = subprocess.run(

@@ -15,7 +15,8 @@ def test_benchmark_runs_both_sides_and_writes_json(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "overhead.json"
-    argv = ["--models", "small", "--repeats", "1", "--steps", "6", "--json", str(out)]
+    argv = ["--models", "small", "--repeats", "1", "--steps", "3", "--no-warmup"]
+    argv += ["--json", str(out)]
     assert bench.main(argv) == 0
     (result,) = json.loads(out.read_text())
     assert result["model"] == "small" and len(result["rounds"]) == 1
