@@ -2,14 +2,17 @@
 
 Both sides train from random weights on the training part of ../shared/data/membrane (the
 membrane preset's seeded split holds 5 of the 25 images out) for the same training-time
-budget, and are scored on the held-out images at full 512x512 resolution: the membrane
-class's Dice (label 0 in those PNGs) and the pixel error (1 - pixel accuracy).
+budget, and are scored on the held-out images whole, at full 512x512 resolution (no
+tiling): the ISBI 2012 challenge's pixel error, the membrane class's Dice (label 0 in those
+PNGs) and 1 - pixel accuracy.
 
-Also reported: the ISBI 2012 challenge's own "pixel error", 1 - the maximal F-score of the
-cell-interior class over thresholds 0.0, 0.1, ..., 1.0 of its probability
-(:func:`pixelseg.metrics.isbi_pixel_error`). The U-Net paper's 0.0611 was measured with that
-definition, on the challenge's test stack; the issue's target and baseline figures are
-1 - accuracy. Both are printed so that neither is mistaken for the other.
+Target (issue 3, restated in the challenge's own definition, the one the U-Net paper's
+0.0611 uses): ISBI pixel error <= 0.061 on held-out slices, where the ISBI pixel error is
+1 - the maximal F-score of the cell-interior class, its probability binarised at 0.0, 0.1,
+..., 1.0 and the counts pooled over the slices (:func:`pixelseg.metrics.isbi_pixel_error`).
+1 - accuracy of the argmax, the unit of the issue's first statement and of its plain-loop
+baseline figure (about 0.075), is printed beside it for both sides; beating the plain
+loop on 1 - accuracy is the generalisation issue's target, not this one.
 
 Both are also scored with flip test-time augmentation (pixelseg's ``predict --tta``), and
 both numbers are reported.
@@ -20,7 +23,8 @@ augmentation.
 
     python benchmarks/membrane.py --minutes 10 --eval-every 2
 
-Target (issue 3): pixel error <= 0.061 (the U-Net paper's ISBI 2012 figure).
+The 5 held-out slices are the ones the recipe was tuned on (docs/BENCHMARKS.md), so a
+figure on them is a validation figure, not a measure of generalisation.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ from pixelseg.config import load_config
 from pixelseg.data import membrane
 from pixelseg.inference import flip_tta
 from pixelseg.metrics import ConfusionMatrix, ThresholdSweep
+
+#: The target, on the ISBI challenge's pixel error (1 - max F-score of the cell class).
+ISBI_TARGET = 0.061
 
 
 @torch.inference_mode()
@@ -160,17 +167,33 @@ def main() -> None:
     )
     print(f"\nISBI membrane, {len(val)} held-out 512x512 images, {args.threads} threads")
     print_curves(
-        curves, marks, ["pixel_error", "pixel_error_tta", "membrane_dice", "isbi_pixel_error"]
+        curves, marks, ["isbi_pixel_error", "pixel_error", "pixel_error_tta", "membrane_dice"]
     )
-    for curve in curves:
-        final = curve.at(args.minutes)
-        print(
-            f"{curve.name}: pixel error (1 - accuracy) {final['pixel_error']:.4f}, with flip "
-            f"TTA {final['pixel_error_tta']:.4f} (target <= 0.061); membrane Dice "
-            f"{final['membrane_dice']:.4f}, with flip TTA {final['membrane_dice_tta']:.4f}; "
-            f"ISBI challenge pixel error (1 - max F-score) {final['isbi_pixel_error']:.4f}, "
-            f"with flip TTA {final['isbi_pixel_error_tta']:.4f}"
+    for line in summary_lines(curves, args.minutes):
+        print(line)
+
+
+def summary_lines(curves: list[Curve], minutes: float) -> list[str]:
+    """One line per side at ``minutes``: the ISBI pixel error against the target first,
+    then 1 - accuracy (beside the plain loop's when the baseline ran) and membrane Dice."""
+    finals = {curve.name: curve.at(minutes) for curve in curves}
+    plain = finals.get("baseline", {}).get("pixel_error")
+    lines = []
+    for name, final in finals.items():
+        if not final:
+            lines.append(f"{name}: no score at {minutes:g} minutes")
+            continue
+        isbi = final["isbi_pixel_error"]
+        beside = "" if plain is None or name == "baseline" else f" (plain loop {plain:.4f})"
+        lines.append(
+            f"{name}: ISBI pixel error (1 - max F-score of the cell class) {isbi:.4f}, with "
+            f"flip TTA {final['isbi_pixel_error_tta']:.4f} (target <= {ISBI_TARGET}: "
+            f"{'met' if isbi <= ISBI_TARGET else 'MISSED'}); 1 - accuracy "
+            f"{final['pixel_error']:.4f}{beside}, with flip TTA {final['pixel_error_tta']:.4f}; "
+            f"membrane Dice {final['membrane_dice']:.4f}, with flip TTA "
+            f"{final['membrane_dice_tta']:.4f}"
         )
+    return lines
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ except for 20% random noise, so the matrix is realistic). Compared in the same r
 same batches, interleaved so machine noise hits every method alike:
 
 - ``pixelseg``: ``ConfusionMatrix(21, ignore_index=255).update``
-- ``torchmetrics``: ``MulticlassJaccardIndex(num_classes=21, ignore_index=255).update``
+- ``torchmetrics``: ``MulticlassJaccardIndex(num_classes=21, ignore_index=255).update``,
+  the default a user gets (it validates its inputs on every update)
+- ``torchmetrics, validate_args=False``: the same metric with its input checks switched
+  off, which removes most of torchmetrics' overhead. The 10x target applies to the
+  default; this form shows the honest margin against torchmetrics at its fastest.
 - ``masked bincount``: the textbook ``bincount(t[keep] * C + p[keep])``
 - ``floor``: ``(pred == target).sum()``, one elementwise pass over both inputs, the memory
   bandwidth floor for anything that reads them.
@@ -31,6 +35,8 @@ import torch
 from pixelseg.metrics import ConfusionMatrix
 
 NUM_CLASSES, IGNORE = 21, 255
+TM = "torchmetrics MulticlassJaccardIndex"
+TM_FAST = "torchmetrics, validate_args=False"
 
 
 def make_batches(
@@ -98,23 +104,28 @@ def main(argv: list[str] | None = None) -> int:
     batches = make_batches(args.pool, tuple(args.batch_shape), args.device, args.seed)
     ours = ConfusionMatrix(NUM_CLASSES, ignore_index=IGNORE)
     theirs = MulticlassJaccardIndex(num_classes=NUM_CLASSES, ignore_index=IGNORE).to(args.device)
+    theirs_fast = MulticlassJaccardIndex(
+        num_classes=NUM_CLASSES, ignore_index=IGNORE, validate_args=False
+    ).to(args.device)
     methods = {
         "pixelseg ConfusionMatrix": ours.update,
-        "torchmetrics MulticlassJaccardIndex": theirs.update,
+        TM: theirs.update,
+        TM_FAST: theirs_fast.update,
         "masked torch.bincount": masked_bincount,
         "floor (pred == target).sum()": lambda p, t: (p == t).sum(),
     }
-    for name, method in methods.items():  # warm-up: allocator, lazy init, buffers
-        if "pixelseg" not in name and "torchmetrics" not in name:
-            method(*batches[0])
-    ours.update(*batches[0])
-    theirs.update(*batches[0])
+    # Warm-up (allocator, lazy init, buffers): every method sees the first batch once, so
+    # the three accumulators end up having counted the same batches.
+    for method in methods.values():
+        method(*batches[0])
     times = time_interleaved(methods, batches, args.updates, args.device)
 
-    # ours and theirs both saw the warm-up batch plus the same `updates` batches.
     miou_ours = ours.compute()["miou"]
     miou_theirs = float(theirs.compute())
-    same_matrix = torch.equal(ours.matrix.cpu(), theirs.confmat.cpu().long())
+    miou_fast = float(theirs_fast.compute())
+    same_matrix = torch.equal(ours.matrix.cpu(), theirs.confmat.cpu().long()) and torch.equal(
+        ours.matrix.cpu(), theirs_fast.confmat.cpu().long()
+    )
 
     ms = {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
     ms_min = {name: 1e3 * min(ts) for name, ts in times.items()}
@@ -135,17 +146,23 @@ def main(argv: list[str] | None = None) -> int:
             f"  {ms[name] / ours_ms:8.2f}x"
         )
     for label, stat in (("medians", ms), ("minima", ms_min)):
-        speedup = stat["torchmetrics MulticlassJaccardIndex"] / stat["pixelseg ConfusionMatrix"]
-        over_floor = stat["pixelseg ConfusionMatrix"] / stat["floor (pred == target).sum()"]
+        ours_stat = stat["pixelseg ConfusionMatrix"]
+        speedup = stat[TM] / ours_stat
+        speedup_fast = stat[TM_FAST] / ours_stat
+        over_floor = ours_stat / stat["floor (pred == target).sum()"]
         print(
-            f"[{label}] speed-up over torchmetrics: {speedup:.1f}x (target >= 10x: "
-            f"{'met' if speedup >= 10 else 'MISSED'}); pixelseg / floor: {over_floor:.2f}x "
+            f"[{label}] speed-up over torchmetrics (default): {speedup:.1f}x (target >= 10x: "
+            f"{'met' if speedup >= 10 else 'MISSED'}); over torchmetrics with "
+            f"validate_args=False: {speedup_fast:.1f}x; pixelseg / floor: {over_floor:.2f}x "
             f"(target <= 4x: {'met' if over_floor <= 4 else 'MISSED'})"
         )
-    equal = same_matrix and abs(miou_ours - miou_theirs) <= 1e-6
+    equal = (
+        same_matrix and abs(miou_ours - miou_theirs) <= 1e-6 and abs(miou_ours - miou_fast) <= 1e-6
+    )
     print(
         f"mIoU pixelseg={miou_ours:.9f} torchmetrics={miou_theirs:.9f} "
-        f"matrices identical={same_matrix} -> {'EQUAL' if equal else 'DIFFERENT'}"
+        f"(validate_args=False {miou_fast:.9f}) matrices identical={same_matrix} -> "
+        f"{'EQUAL' if equal else 'DIFFERENT'}"
     )
     return 0 if equal else 1
 

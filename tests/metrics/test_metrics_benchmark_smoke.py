@@ -20,3 +20,6 @@ def test_benchmark_runs_and_mious_agree(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert rc == 0
     assert "EQUAL" in out and "torchmetrics MulticlassJaccardIndex" in out
+    # The default torchmetrics and its validate_args=False form are both timed and reported.
+    assert "torchmetrics, validate_args=False" in out
+    assert "over torchmetrics with validate_args=False" in out
