@@ -25,10 +25,24 @@ augmentation.
 
 The 5 held-out slices are the ones the recipe was tuned on (docs/BENCHMARKS.md), so a
 figure on them is a validation figure, not a measure of generalisation.
+
+Cross-validation (the generalisation issue): ``--fold K`` (of ``--folds``, default 5) holds
+out fold K of a seeded 5-fold split over the 25 slices instead (pixelseg through
+``data.num_folds``/``data.fold``, the baseline on the same slices); each fold and side can
+run as its own command with ``--json``, and ``--merge`` prints the mean and spread over
+folds:
+
+    python benchmarks/membrane.py --fold 0 --only pixelseg --json runs/cv_0_p.json
+    python benchmarks/membrane.py --merge runs/cv_*.json
+
+Target there: pixelseg's 1 - accuracy below the plain loop's by more than the spread over
+folds.
 """
 
 from __future__ import annotations
 
+import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -49,7 +63,7 @@ from budget import (
 from camvid import CurveCallback
 from pixelseg import workflows
 from pixelseg.config import load_config
-from pixelseg.data import membrane
+from pixelseg.data import group_split, membrane
 from pixelseg.inference import flip_tta
 from pixelseg.metrics import ConfusionMatrix, ThresholdSweep
 
@@ -81,15 +95,32 @@ def score_both(predict, val) -> dict:
     return {**score_membrane(predict, val), **score_membrane(flip_tta(predict), val, "_tta")}
 
 
-def pairs(root: str, split: str):
-    dataset = membrane(root, split=split)
+def pairs(root: str, split: str, stems: list[str] | None = None):
+    dataset = membrane(root, split="all" if stems is not None else split, stems=stems)
     return [dataset.load(i) for i in range(len(dataset))]
 
 
+#: Each slice is its own group: a plain seeded k-fold over the slices, as the preset draws it.
+SLICE_PATTERN = r"^(.*)$"
+
+
+def fold_stems(args) -> tuple[list[str], list[str]] | None:
+    """``(train, held-out)`` stems of ``--fold``, as pixelseg's preset draws them."""
+    if args.fold is None:
+        return None
+    everything = membrane(args.data, split="all").stems
+    split = group_split(everything, SLICE_PATTERN, num_folds=args.folds, fold=args.fold, seed=0)
+    return split.train, split.val
+
+
 def run_pixelseg(args, val) -> Curve:
+    folds = (
+        [f"data.num_folds={args.folds}", f"data.fold={args.fold}"] if args.fold is not None else []
+    )
     config = load_config(
         args.config,
         [
+            *folds,
             f"data.root={args.data}",
             f"train.max_minutes={args.minutes}",
             "train.epochs=100000",
@@ -112,7 +143,8 @@ def run_baseline(args, val) -> Curve:
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    train = pairs(args.data, "train")
+    split = fold_stems(args)
+    train = pairs(args.data, "train", split[0] if split else None)
     images = [to_tensor(img, (0.0,), (1.0,)) for img, _ in train]
     masks = [torch.from_numpy(m.astype(np.int64)) for _, m in train]
     model = smp.Unet("resnet18", encoder_weights=None, in_channels=1, classes=2)
@@ -126,10 +158,12 @@ def run_baseline(args, val) -> Curve:
             metrics = score_both(model, val)
             model.train()
         curve.points.append((clock.training_minutes(), metrics))
+        curve.steps = steps
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         print(f"  baseline  {clock.training_minutes():6.2f} min  {shown}", flush=True)
 
     model.train()
+    steps = 0
     while clock.training_minutes() < args.minutes:
         crops_x, crops_y = [], []
         for _ in range(8):
@@ -141,6 +175,7 @@ def run_baseline(args, val) -> Curve:
         loss = loss_fn(model(torch.stack(crops_x)), torch.stack(crops_y))
         loss.backward()
         optimizer.step()
+        steps += 1
         if clock.training_minutes() >= next_mark:
             evaluate()
             next_mark += args.eval_every
@@ -149,6 +184,10 @@ def run_baseline(args, val) -> Curve:
 
 
 def main() -> None:
+    if "--merge" in sys.argv:
+        for line in merge(sys.argv[sys.argv.index("--merge") + 1 :]):
+            print(line)
+        return
     parser = budget_parser(
         __doc__,
         minutes=10.0,
@@ -157,10 +196,14 @@ def main() -> None:
         config="configs/membrane_unet.yaml",
         out="runs/bench_membrane",
     )
+    parser.add_argument("--fold", type=int, help="hold out this fold of --folds instead")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="save the curves here")
     args = parse_budget_args(parser, "membrane data")
+    split = fold_stems(args)
     val = [
         (to_tensor(img, (0.0,), (1.0,)), torch.from_numpy(m.astype(np.int64)))
-        for img, m in pairs(args.data, "val")
+        for img, m in pairs(args.data, "val", split[1] if split else None)
     ]
     curves, marks = run_sides(
         args, lambda: run_pixelseg(args, val), lambda: run_baseline(args, val)
@@ -171,6 +214,46 @@ def main() -> None:
     )
     for line in summary_lines(curves, args.minutes):
         print(line)
+    if args.json:
+        record = {
+            "fold": args.fold,
+            "minutes": args.minutes,
+            "curves": [{"name": c.name, "steps": c.steps, "points": c.points} for c in curves],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1))
+
+
+def merge(paths: list[str]) -> list[str]:
+    """Mean and spread over folds of each side's scores at the budget's end."""
+    finals: dict[str, dict[int, dict]] = {}
+    minutes = min(json.loads(Path(p).read_text())["minutes"] for p in paths)
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        for curve in record["curves"]:
+            point = Curve(curve["name"], [tuple(p) for p in curve["points"]]).at(minutes)
+            finals.setdefault(curve["name"], {})[record["fold"]] = point
+    lines = [f"cross-validation over folds, scores at {minutes:g} min (mean, std, min..max)"]
+    means: dict[str, tuple[float, float]] = {}
+    for name, folds in sorted(finals.items()):
+        for key in ("isbi_pixel_error", "pixel_error"):
+            values = [folds[f][key] for f in sorted(folds)]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            if key == "pixel_error":
+                means[name] = (statistics.mean(values), std)
+            lines.append(
+                f"{name:<9} {key:<17} {statistics.mean(values):.4f} +- {std:.4f} "
+                f"({min(values):.4f}..{max(values):.4f}, folds {sorted(folds)})"
+            )
+    if {"pixelseg", "baseline"} <= set(means):
+        (ours, ours_std), (base, base_std) = means["pixelseg"], means["baseline"]
+        spread = max(ours_std, base_std)
+        verdict = "met" if base - ours > spread else "not met"
+        lines.append(
+            f"1 - accuracy: pixelseg {ours:.4f} vs plain loop {base:.4f}, lower by "
+            f"{base - ours:.4f} against a spread of {spread:.4f} (target: lower by more: {verdict})"
+        )
+    return lines
 
 
 def summary_lines(curves: list[Curve], minutes: float) -> list[str]:
