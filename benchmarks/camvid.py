@@ -1,8 +1,10 @@
 """CamVid from scratch: pixelseg's recipe against a plain smp U-Net loop, same time budget.
 
 Both sides train from random weights on ../shared/data/camvid for the same training-time
-budget (evaluation pauses the clock) and are scored on the validation set at full
-resolution (360x480) by the same confusion-matrix code, void (11) ignored.
+budget (evaluation pauses the clock) and are scored on the validation set, each image
+whole at full resolution (360x480, no tiling), by the same confusion-matrix code, void
+(11) ignored. The recipe was tuned on these same validation images (docs/BENCHMARKS.md),
+so its score here is a validation figure, not a measure of generalisation.
 
 Baseline, as specified: segmentation_models_pytorch Unet, ResNet-18 encoder, no pretrained
 weights, images resized to 192x256, batch 8, Adam 1e-3, cross-entropy ignoring void, no
