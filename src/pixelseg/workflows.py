@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from pixelseg.engine.evaluator import evaluate
 from pixelseg.engine.sampling import seed_everything
 from pixelseg.engine.trainer import Trainer
 from pixelseg.errors import CheckpointError, InvalidInputError
+from pixelseg.output_names import output_names, refuse_overwriting_inputs
 from pixelseg.tasks import get_plugin
 
 __all__ = [
@@ -213,7 +212,7 @@ def predict_files(
 
     ``model`` is a ``.pt`` checkpoint (run in PyTorch on ``device``) or an ``.onnx`` model
     with its JSON sidecar beside it (run in onnxruntime on the CPU): the backend follows
-    the file. ``<name>`` is the file's stem, made unique by :func:`_output_names`. The
+    the file. ``<name>`` is the file's stem, made unique by :func:`pixelseg.output_names.output_names`. The
     suffixes keep a mask from ever landing on its own input (``--out`` may be the input
     folder), and every name is checked before anything is written: no output replaces an
     input image or another output of this run. Returns the first output of each input, in
@@ -253,9 +252,9 @@ def _torch_backend(model, device, window, overlap, tta) -> tuple[Any, Any]:
 
 def _predict_files(task, predictor, inputs, out: Path, device, dist) -> list[Path]:
     inputs_found = task.list_inputs(inputs)
-    names = _output_names(inputs_found)
+    names = output_names(inputs_found)
     outputs = [task.output_paths(out, name) for name in names]
-    _refuse_overwriting_inputs(inputs_found, outputs)
+    refuse_overwriting_inputs(inputs_found, outputs)
     out.mkdir(parents=True, exist_ok=True)
     log.info("predicting %d inputs into %s", len(inputs_found), out)
     written = []
@@ -291,57 +290,6 @@ def _onnx_backend(
         )
     _, task, predictor = load_onnx_model(model, window=window, overlap=overlap, tta=tta)
     return torch.device("cpu"), task, predictor
-
-
-def _output_names(images: list[Path]) -> list[str]:
-    """One unique output name per image, in order (compared ignoring case, as some file
-    systems do).
-
-    The stem; when several inputs share a stem, ``<stem>_<ext>`` (``x.jpg`` -> ``x_jpg``);
-    when they share the whole file name, ``<folders>_<stem>_<ext>`` with the folders relative
-    to the one they have in common (``a/x.png``, ``b/x.png`` -> ``a_x_png``, ``b_x_png``).
-    A name these rules still repeat is an error naming both inputs.
-    """
-    names = [path.stem for path in images]
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, path in enumerate(images):
-        groups[path.stem.lower()].append(index)
-    for group in groups.values():
-        if len(group) == 1:
-            continue
-        paths = [images[index] for index in group]
-        if len({path.name.lower() for path in paths}) == len(paths):
-            for index, path in zip(group, paths, strict=True):
-                names[index] = f"{path.stem}_{path.suffix[1:].lower()}"
-            continue
-        resolved = [path.resolve() for path in paths]
-        common = Path(os.path.commonpath(resolved))
-        for index, path in zip(group, resolved, strict=True):
-            folders = path.parent.relative_to(common).parts
-            names[index] = "_".join([*folders, path.stem, path.suffix[1:].lower()])
-    seen: dict[str, Path] = {}
-    for path, name in zip(images, names, strict=True):
-        first = seen.setdefault(name.lower(), path)
-        if first != path:
-            raise InvalidInputError(
-                f"inputs {str(first)!r} and {str(path)!r} would both be written as "
-                f"{name}_mask.png; rename one or predict them into separate folders"
-            )
-    return names
-
-
-def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[list[Path]]) -> None:
-    """Raise before writing anything if an output path is one of the inputs (say, the mask
-    of ``x.png`` when ``x_mask.png`` from an earlier run into the same folder is an input
-    too)."""
-    resolved = {path.resolve(): path for path in inputs}
-    for target in (path for paths in outputs for path in paths):
-        if target.resolve() in resolved:
-            raise InvalidInputError(
-                f"output {str(target)!r} would replace the input "
-                f"{str(resolved[target.resolve()])!r}; write into another folder, or leave "
-                "earlier outputs out of the inputs"
-            )
 
 
 def export_model(
