@@ -27,6 +27,7 @@ __all__ = [
     "FORMAT_VERSION",
     "INFERENCE_KEYS",
     "load_checkpoint",
+    "package_version",
     "require_keys",
     "save_checkpoint",
 ]
@@ -122,3 +123,14 @@ def require_keys(payload: dict[str, Any], keys: Iterable[str], path: str | Path)
             f"checkpoint {str(path)!r} lacks {', '.join(repr(k) for k in missing)}, which "
             "eval and predict need; it was not written by pixelseg's trainer"
         )
+
+
+def package_version() -> str:
+    """The installed pixelseg version that checkpoints and exports record ("unknown" when
+    run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pixelseg")
+    except PackageNotFoundError:
+        return "unknown"

@@ -26,6 +26,7 @@ from pydantic import (
 from pixelseg.errors import ConfigError, closest_match
 
 __all__ = [
+    "TASK_DATASETS",
     "TASK_NAMES",
     "TASK_SECTIONS",
     "DataConfig",
@@ -65,12 +66,19 @@ class SyntheticConfig(_Section):
 class DataConfig(_Section):
     """Where images and masks come from and how they are augmented and batched."""
 
-    dataset: Literal["synthetic", "folder", "camvid", "voc", "membrane"] = "synthetic"
+    dataset: Literal[
+        "synthetic", "folder", "camvid", "voc", "membrane", "pennfudan", "coco"
+    ] = "synthetic"
     root: str | None = None
     images: str | None = None
     masks: str | None = None
     val_images: str | None = None
     val_masks: str | None = None
+    # COCO instances (task instance): annotation files, relative to root like the images.
+    annotations: str | None = None
+    val_annotations: str | None = None
+    # Instance data: keep training images without objects (they teach what is not one).
+    keep_empty: bool = True
     classes: list[str] | None = None
     colors: list[tuple[int, int, int]] | None = None
     ignore_index: int | None = None
@@ -119,8 +127,13 @@ class DataConfig(_Section):
             raise ValueError("data.val_groups needs data.group_by (how stems name their group)")
         if self.dataset == "folder" and not (self.images and self.masks):
             raise ValueError("data.dataset 'folder' needs data.images and data.masks directories")
-        if self.dataset in ("camvid", "voc", "membrane") and not self.root:
+        if self.dataset in ("camvid", "voc", "membrane", "pennfudan") and not self.root:
             raise ValueError(f"data.dataset {self.dataset!r} needs data.root")
+        if self.dataset == "coco" and not (self.root or self.annotations):
+            raise ValueError(
+                "data.dataset 'coco' needs data.root (a folder with instances.json and images/) "
+                "or data.annotations and data.images"
+            )
         if self.dataset == "folder" and not self.classes:
             raise ValueError("data.dataset 'folder' needs data.classes (a list of class names)")
         if self.normalize == "custom" and (self.mean is None or self.std is None):
@@ -159,6 +172,11 @@ _DATASET_KEYS: dict[str, frozenset[str]] = {
     "camvid": frozenset({"root", "eval_split"}) | _GROUP_KEYS,
     "voc": frozenset({"root", "eval_split"}),
     "membrane": frozenset({"root", "val_fraction"}) | _GROUP_KEYS,
+    "pennfudan": frozenset({"root", "val_fraction", "split_seed", "keep_empty"}),
+    "coco": frozenset(
+        {"root", "images", "annotations", "val_images", "val_annotations", "val_fraction",
+         "split_seed", "keep_empty"}
+    ),  # fmt: skip
 }
 _SOURCE_KEYS = frozenset().union(*_DATASET_KEYS.values())
 _SOURCE_HINTS = {
@@ -236,8 +254,10 @@ class TrainConfig(_Section):
     threads: int | None = Field(None, ge=1)
     val_every: int = Field(1, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)
-    best_metric: str = "miou"
-    best_mode: Literal["max", "min"] = "max"
+    # None: the task's own (semantic: miou; instance: mask_ap); best_mode None: the task's
+    # direction for its metrics, "min" for val_loss.
+    best_metric: str | None = None
+    best_mode: Literal["max", "min"] | None = None
     early_stopping_patience: int | None = Field(None, ge=1)
     early_stopping_min_delta: float = Field(0.0, ge=0.0)
     deterministic: bool = True
@@ -261,7 +281,13 @@ class TrainConfig(_Section):
 
 #: The task plug-ins (``pixelseg.tasks.TASKS`` has the same names; a test keeps them equal).
 #: Spelled out here so that the config validates without importing torch.
-TASK_NAMES: tuple[str, ...] = ("semantic",)
+TASK_NAMES: tuple[str, ...] = ("semantic", "instance")
+
+#: The ``data.dataset`` sources each task reads (synthetic shapes serve every task).
+TASK_DATASETS: dict[str, tuple[str, ...]] = {
+    "semantic": ("synthetic", "folder", "camvid", "voc", "membrane"),
+    "instance": ("synthetic", "pennfudan", "coco"),
+}
 
 #: Sections that only some tasks read (the rest serve every task). Setting one for a task
 #: that ignores it is an error naming the task, not a silent no-op.
@@ -319,6 +345,16 @@ class ExperimentConfig(_Section):
                 f"unknown task {value!r}{did_you_mean} (tasks: {', '.join(TASK_NAMES)})"
             )
         return value
+
+    @model_validator(mode="after")
+    def _dataset_of_the_task(self) -> ExperimentConfig:
+        datasets = TASK_DATASETS[self.task]
+        if self.data.dataset not in datasets:
+            raise ValueError(
+                f"data.dataset {self.data.dataset!r} has no {self.task} targets; task "
+                f"{self.task!r} reads {', '.join(datasets)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sections_of_the_task(self) -> ExperimentConfig:

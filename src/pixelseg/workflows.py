@@ -270,6 +270,9 @@ def _predict_files(task, predictor, inputs, out: Path, device, dist) -> list[Pat
             written.append(files[0])
             log.info("predicted %s -> %s", path, ", ".join(str(f) for f in files))
     dist.barrier()
+    if dist.is_main:
+        for path in task.finish_predictions(out, names):
+            log.info("wrote %s", path)
     return written
 
 

@@ -257,3 +257,21 @@ def test_missing_pycocotools_names_the_extra(monkeypatch: pytest.MonkeyPatch) ->
     gt, results = _small_case()
     with pytest.raises(ImportError, match=r"pip install 'pixelseg\[instance\]'"):
         coco_evaluate(gt, results)
+
+
+def test_merged_shards_equal_one_evaluator() -> None:
+    """What ``sync`` does across processes: shards merged give the whole set's numbers."""
+    gt, results = cases.make_case(6)
+    targets, predictions = _targets_and_predictions(gt, results)
+    whole = CocoEvaluator(num_classes=len(gt["categories"]))
+    whole.update(predictions, targets)
+    shards = [CocoEvaluator(num_classes=len(gt["categories"])) for _ in range(2)]
+    for i, (p, t) in enumerate(zip(predictions, targets, strict=True)):
+        shards[i % 2].update([p], [t])
+    merged = shards[0].merge(shards[1])
+    assert merged.num_images == whole.num_images == len(targets)
+    assert merged.compute() == whole.compute()
+    with pytest.raises(InvalidInputError, match="image ids"):
+        merged.merge(whole)
+    merged.sync()  # outside torch.distributed: a no-op
+    assert merged.compute() == whole.compute()

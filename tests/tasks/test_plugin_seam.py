@@ -127,6 +127,9 @@ class ForegroundTask:
         np.save(paths[0], prediction[0].cpu().numpy())
         return paths
 
+    def finish_predictions(self, out_dir, names):
+        return []
+
 
 def build_data(config, split=None) -> DataBundle:
     return DataBundle(

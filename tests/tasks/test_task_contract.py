@@ -49,13 +49,18 @@ def test_model_through_its_task(task_name, model_name):
     with torch.no_grad():
         (eval_batch,) = task.collate_eval([bundle.val[0], bundle.val[1]])
         prediction = task.predict(task.forward_eval(model, eval_batch))
-    first, second = task.new_metrics(), task.new_metrics()
-    first.update(prediction, eval_batch)
-    second.update(prediction, eval_batch)
-    once = first.compute()
+        halves = [task.collate_eval([bundle.val[i]])[0] for i in (0, 1)]
+        half_predictions = [task.predict(task.forward_eval(model, b)) for b in halves]
+    whole, first, second = task.new_metrics(), task.new_metrics(), task.new_metrics()
+    whole.update(prediction, eval_batch)
+    first.update(half_predictions[0], halves[0])
+    second.update(half_predictions[1], halves[1])
+    once = whole.compute()
     merged = first.merge(second).compute()
     for name in task.metric_names:
         assert name in once and name in merged
+        # Shards merged score like the whole set (what sync does across processes).
+        assert merged[name] == pytest.approx(once[name], nan_ok=True, abs=1e-6)
     assert task.default_best_metric in task.metric_names
     rows = task.sample_rows(prediction, eval_batch)
     assert len(rows) == 2 and all({"name", "score"} <= set(row) for row in rows)

@@ -143,7 +143,7 @@ class LRSchedule:
 
 
 def build_plateau(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
+    optimizer: torch.optim.Optimizer, config: TrainConfig, mode: str = "max"
 ) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     """Reduce-on-plateau when ``scheduler.name == 'plateau'`` (stepped after validation)."""
     sched = config.scheduler
@@ -151,7 +151,7 @@ def build_plateau(
         return None
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
-        mode=config.best_mode,
+        mode=mode,
         factor=sched.gamma,
         patience=sched.patience,
         min_lr=sched.min_lr,

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pixelseg.checkpoints import save_checkpoint
-from pixelseg.config import ExperimentConfig
+from pixelseg.config import ExperimentConfig, TrainConfig
 from pixelseg.engine.device import (
     autocast_context,
     make_grad_scaler,
@@ -70,6 +70,7 @@ class Trainer:
         self.dist = dist or DistContext()
         self.callbacks = list(callbacks or []) if self.dist.is_main else []
         self.runtime = process_runtime(resolve_runtime(self.train_cfg), self.dist)
+        self.best_metric, self.best_mode = resolve_best(self.train_cfg, task)
         self._check_best_metric()
         # ``model`` is the module itself (saved, averaged, validated); ``train_model`` is
         # what the training forward calls: the same module, or its DDP wrapper.
@@ -96,7 +97,7 @@ class Trainer:
             scale,
         )
         self.schedule.apply(0)
-        self.plateau = build_plateau(self.optimizer, self.train_cfg)
+        self.plateau = build_plateau(self.optimizer, self.train_cfg, self.best_mode)
         self.scaler = make_grad_scaler(self.runtime)
         self.state = TrainState()
         self.epoch_loss = self.epoch_images_per_s = float("nan")
@@ -110,9 +111,9 @@ class Trainer:
     def _check_best_metric(self) -> None:
         """Refuse an unknown ``train.best_metric`` before the first step, not after an epoch."""
         names = [*self.task.metric_names, "val_loss"]
-        if self.train_cfg.best_metric not in names:
+        if self.best_metric not in names:
             raise ConfigError(
-                f"train.best_metric {self.train_cfg.best_metric!r} is not a validation metric "
+                f"train.best_metric {self.best_metric!r} is not a validation metric "
                 f"of the {self.task.name!r} task; choose one of {', '.join(names)}"
             )
 
@@ -340,12 +341,12 @@ class Trainer:
         tick = time.perf_counter()
         metrics = self.validate()
         self.excluded_seconds += time.perf_counter() - tick
-        name = self.train_cfg.best_metric
+        name = self.best_metric
         value = float(metrics[name])
         self.state.history.append({"epoch": self.state.epoch, **_scalars(metrics)})
         if self.plateau_owns_lr():
             self.plateau.step(value)  # type: ignore[union-attr]
-        sign = 1.0 if self.train_cfg.best_mode == "max" else -1.0
+        sign = 1.0 if self.best_mode == "max" else -1.0
         delta = self.train_cfg.early_stopping_min_delta
         improved = self.state.best_value is None or (
             not math.isnan(value) and sign * (value - self.state.best_value) > delta
@@ -363,6 +364,16 @@ class Trainer:
             self.stop_reason = f"early stopping: {name} did not improve for {patience} validations"
             return True
         return False
+
+
+def resolve_best(config: TrainConfig, task: Task) -> tuple[str, str]:
+    """``(metric, "max"|"min")`` that picks ``best.pt``: the config's, else the task's
+    default; the direction is the config's, else "min" for ``val_loss`` and the task's
+    direction for its own metrics."""
+    metric = config.best_metric or task.default_best_metric
+    if config.best_mode is not None:
+        return metric, config.best_mode
+    return metric, "min" if metric == "val_loss" else task.best_mode
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pixelseg.checkpoints import package_version
 from pixelseg.errors import CheckpointError
 from pixelseg.tasks import get_plugin
 
@@ -39,16 +40,6 @@ BASE_KEYS = ("format", "format_version", "task", "model_sha256", "opset", "input
 def sidecar_path(model_path: str | Path) -> Path:
     """``model.onnx`` -> ``model.json``."""
     return Path(model_path).with_suffix(".json")
-
-
-def package_version() -> str:
-    """The installed pixelseg version ("unknown" when run from a source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pixelseg")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def file_sha256(path: str | Path) -> str:

@@ -186,6 +186,43 @@ class CocoEvaluator:
             self._pairs[iou_type].extend(image_pairs(image_id, gt, dt))
         self._image_ids.add(image_id)
 
+    def merge(self, other: CocoEvaluator) -> CocoEvaluator:
+        """Add another evaluator's images (of the same classes and IoU types) to this one."""
+        if (other.num_classes, other.iou_types) != (self.num_classes, self.iou_types):
+            raise InvalidInputError(
+                f"cannot merge a CocoEvaluator of {other.num_classes} classes {other.iou_types} "
+                f"into one of {self.num_classes} classes {self.iou_types}"
+            )
+        shared = self._image_ids & other._image_ids
+        if shared:
+            raise InvalidInputError(
+                f"both evaluators hold image ids {sorted(shared)[:5]}: each image is scored once"
+            )
+        for iou_type in self.iou_types:
+            self._pairs[iou_type].extend(other._pairs[iou_type])
+        self._image_ids |= other._image_ids
+        return self
+
+    def sync(self, group: object | None = None) -> None:
+        """Make every process hold every process's images (a gather of the small per-pair
+        IoU records, not of masks); a no-op outside ``torch.distributed``."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        parts: list[Any] = [None] * dist.get_world_size(group)  # type: ignore[arg-type]
+        dist.all_gather_object(parts, (self._pairs, self._image_ids), group=group)  # type: ignore[arg-type]
+        self.reset()
+        for pairs, image_ids in parts:
+            other = CocoEvaluator.__new__(CocoEvaluator)
+            other.num_classes, other.iou_types = self.num_classes, self.iou_types
+            other._pairs, other._image_ids = pairs, image_ids
+            self.merge(other)
+
+    @property
+    def num_images(self) -> int:
+        return len(self._image_ids)
+
     def accumulate(self) -> dict[str, dict[str, np.ndarray]]:
         """Per IoU type, ``precision [T, R, K, A, M]`` and ``recall [T, K, A, M]``."""
         return {t: accumulate(pairs, self.num_classes) for t, pairs in self._pairs.items()}

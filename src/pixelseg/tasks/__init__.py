@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from pixelseg.errors import unknown_choice
 from pixelseg.tasks.base import DataBundle, MetricAccumulator, Task, TaskPlugin
+from pixelseg.tasks.instance import InstanceTask
+from pixelseg.tasks.instance_setup import PLUGIN as INSTANCE
 from pixelseg.tasks.semantic import SemanticTask
 from pixelseg.tasks.semantic_setup import PLUGIN as SEMANTIC
 
 __all__ = [
     "TASKS",
     "DataBundle",
+    "InstanceTask",
     "MetricAccumulator",
     "SemanticTask",
     "Task",
@@ -26,6 +29,7 @@ __all__ = [
 #: Task name -> plug-in.
 TASKS: dict[str, TaskPlugin] = {
     "semantic": SEMANTIC,
+    "instance": INSTANCE,
 }
 
 

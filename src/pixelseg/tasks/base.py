@@ -122,6 +122,11 @@ class Task(Protocol):
         """Write one input's prediction; returns :meth:`output_paths`."""
         ...
 
+    def finish_predictions(self, out_dir: Path, names: Sequence[str]) -> list[Path]:
+        """After every input is written (on one process): files that span all inputs, such
+        as one results file; ``names`` are the output names in input order."""
+        ...
+
 
 @dataclass
 class DataBundle:
@@ -132,7 +137,8 @@ class DataBundle:
     (samples as stored, for counting labels); ``mean``/``std`` the input normalisation;
     ``split`` the train/validation split when it was drawn rather than fixed by the data
     (stems and, for group splits, which groups went where), which a run saves as
-    ``splits.json`` so that ``eval`` and a resumed run reuse it.
+    ``splits.json`` so that ``eval`` and a resumed run reuse it; ``category_ids`` the
+    source's own id of each label ``1..K`` (COCO category ids), for tasks that write them.
     """
 
     train: Dataset
@@ -144,6 +150,7 @@ class DataBundle:
     std: list[float]
     train_stored: Dataset | None = None
     split: dict[str, Any] | None = None
+    category_ids: list[int] | None = None
 
     @property
     def num_classes(self) -> int:

@@ -269,3 +269,7 @@ class SemanticTask:
         from pixelseg.tasks.semantic_outputs import write_mask_and_overlay
 
         return write_mask_and_overlay(self, self.output_paths(out_dir, name), raw, prediction)
+
+    def finish_predictions(self, out_dir: Path, names: Sequence[str]) -> list[Path]:
+        """Nothing to add: each image's files stand alone."""
+        return []

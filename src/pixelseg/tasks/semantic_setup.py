@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pixelseg import losses, models
+from pixelseg.checkpoints import package_version
 from pixelseg.config import ExperimentConfig
 from pixelseg.errors import CheckpointError
 from pixelseg.tasks.base import DataBundle, TaskPlugin
@@ -140,7 +141,7 @@ def checkpoint_meta(
         "in_channels": config.data.in_channels,
         "input_size": list(sample["image"].shape[-2:]),
         "task": SemanticTask.name,
-        "pixelseg_version": _version(),
+        "pixelseg_version": package_version(),
     }
 
 
@@ -204,15 +205,6 @@ def check_checkpoint(
                 f"{where} was trained with normalisation {what} {got}; the config gives "
                 f"{wanted} (data.normalize, data.mean, data.std)"
             )
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pixelseg")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 PLUGIN = TaskPlugin(
