@@ -33,7 +33,8 @@ EXAMPLES = {
     "         pixelseg export --checkpoint runs/demo/last.pt --quantize int8 "
     "--calibration configs/shapes_unet.yaml --out runs/demo/model_int8.onnx",
     "models": "example: pixelseg models",
-    "demo": "example: pixelseg demo --out runs/demo",
+    "demo": "example: pixelseg demo --out runs/demo\n"
+    "         pixelseg demo --task instance --out runs/demo_instance",
 }
 
 
@@ -220,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", "Train, evaluate and predict on synthetic shapes (no downloads).")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     demo.add_argument("--minutes", type=float, help="training time budget (default: config's)")
+    demo.add_argument(
+        "--task",
+        choices=("semantic", "instance"),
+        default="semantic",
+        help="semantic: U-Net on shape classes; instance: Mask R-CNN on shape objects",
+    )
     return parser
 
 
@@ -236,13 +243,18 @@ def _run(args: argparse.Namespace) -> int:
         print("encoders:")
         for name, description in models.available_encoders().items():
             print(f"  {name:<16} {description}")
+        from pixelseg.models.detection import available_detectors
+
+        print("instance models (task: instance):")
+        for name, description in available_detectors().items():
+            print(f"  {name:<16} {description}")
         return 0
     if args.command == "demo":
         _check_folder(args.out, "--out")
-        metrics = workflows.demo(args.out, minutes=args.minutes)
+        metrics = workflows.demo(args.out, minutes=args.minutes, task=args.task)
         print(f"report: {args.out}/metrics.json (charts and worst_cases.png beside it)")
         print(f"predictions: {args.out}/predictions")
-        print(f"validation {workflows.summary('semantic', metrics)}")
+        print(f"validation {workflows.summary(args.task, metrics)}")
         return 0
     if args.command == "export":
         return _export(args)

@@ -343,22 +343,35 @@ def export_model(
     return report.lines()
 
 
-def demo_config(out: str | Path, minutes: float | None = None) -> ExperimentConfig:
-    """The embedded synthetic-shapes experiment (same as ``configs/shapes_unet.yaml``)."""
-    text = resources.files("pixelseg").joinpath("resources/shapes_unet.yaml").read_text()
+#: The embedded experiment each task's demo runs (``configs/`` holds the same files).
+DEMO_CONFIGS = {"semantic": "shapes_unet.yaml", "instance": "shapes_maskrcnn.yaml"}
+
+
+def demo_config(
+    out: str | Path, minutes: float | None = None, task: str = "semantic"
+) -> ExperimentConfig:
+    """The embedded synthetic-shapes experiment of ``task`` (same as ``configs/<file>``)."""
+    if task not in DEMO_CONFIGS:
+        raise InvalidInputError(
+            f"no demo for task {task!r}; demos: {', '.join(DEMO_CONFIGS)}"
+        )
+    name = DEMO_CONFIGS[task]
+    text = resources.files("pixelseg").joinpath(f"resources/{name}").read_text()
     raw = yaml.safe_load(text)
     overrides = [f"output_dir={out}"]
     if minutes is not None:
         overrides.append(f"train.max_minutes={minutes}")
-    return parse_config(apply_overrides(raw, overrides), source="<embedded shapes_unet.yaml>")
+    return parse_config(apply_overrides(raw, overrides), source=f"<embedded {name}>")
 
 
-def demo(out: str | Path = "runs/demo", minutes: float | None = None) -> dict[str, Any]:
+def demo(
+    out: str | Path = "runs/demo", minutes: float | None = None, task: str = "semantic"
+) -> dict[str, Any]:
     """Generate shapes, train, evaluate, predict: the whole job on embedded data."""
     from pixelseg.data import SyntheticShapes
 
     started = time.perf_counter()
-    config = demo_config(out, minutes)
+    config = demo_config(out, minutes, task)
     _, run_dir = train(config, out=out)
     # The final weights: the demo's schedule decays to zero, so the run ends at rest.
     metrics = eval_checkpoint(config, run_dir / "last.pt", run_dir)
