@@ -148,3 +148,49 @@ def run_sides(
         {*np.arange(args.eval_every, args.minutes + 1e-9, args.eval_every), args.minutes}
     )
     return curves, marks
+
+
+def cpu_logits(model: torch.nn.Module, device: torch.device) -> Predict:
+    """``model`` as a CPU-tensor-in, float CPU-logits-out function."""
+    return lambda x: model(x.to(device)).float().cpu()
+
+
+class CurveCallback:
+    """Scores the model every ``every`` training minutes on the trainer's own clock.
+
+    ``score_fn(predict) -> metrics`` gets the trainer's inference model (the EMA of the
+    weights when the config keeps one) in eval mode, wrapped to take and return CPU tensors
+    wherever the model runs (the scoring code keeps its images on the CPU); its time is
+    added to the trainer's
+    ``excluded_seconds``, so neither the budget nor the curve counts it (nor the trainer's
+    own validation).
+    """
+
+    def __init__(self, curve: Curve, every: float, score_fn, wrap=None) -> None:
+        self.curve, self.every, self.score_fn = curve, every, score_fn
+        self.wrap = wrap or cpu_logits
+        self.next_mark = every
+        self.scored_iteration = -1
+
+    def _score(self, trainer) -> None:
+        self.scored_iteration = trainer.state.iteration
+        self.curve.steps = trainer.state.iteration
+        tick = time.perf_counter()
+        model = trainer.inference_model
+        model.eval()
+        metrics = self.score_fn(self.wrap(model, next(model.parameters()).device))
+        trainer.model.train()
+        trainer.excluded_seconds += time.perf_counter() - tick
+        minutes = trainer.training_seconds() / 60
+        self.curve.points.append((minutes, metrics))
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"  pixelseg  {minutes:6.2f} min  {shown}", flush=True)
+
+    def on_step(self, trainer, logs) -> None:
+        if trainer.training_seconds() / 60 >= self.next_mark:
+            self._score(trainer)
+            self.next_mark += self.every
+
+    def on_train_end(self, trainer) -> None:
+        if trainer.state.iteration != self.scored_iteration:  # not scored at this step yet
+            self._score(trainer)

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget import (
     BudgetClock,
+    CurveCallback,
     Curve,
     budget_parser,
     parse_budget_args,
@@ -87,47 +88,6 @@ def scoring_sets(args) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
             sys.exit(f"no training frames of sequence {args.holdout!r} in {args.data}/train")
         sets["holdout"] = tensors(held)
     return sets
-
-
-class CurveCallback:
-    """Scores the model every ``every`` training minutes on the trainer's own clock.
-
-    ``score_fn(predict) -> metrics`` gets the trainer's inference model (the EMA of the
-    weights when the config keeps one) in eval mode, wrapped to take and return CPU tensors
-    wherever the model runs (the scoring code keeps its images on the CPU); its time is
-    added to the trainer's
-    ``excluded_seconds``, so neither the budget nor the curve counts it (nor the trainer's
-    own validation).
-    """
-
-    def __init__(self, curve: Curve, every: float, score_fn) -> None:
-        self.curve, self.every, self.score_fn = curve, every, score_fn
-        self.next_mark = every
-        self.scored_iteration = -1
-
-    def _score(self, trainer) -> None:
-        self.scored_iteration = trainer.state.iteration
-        self.curve.steps = trainer.state.iteration
-        tick = time.perf_counter()
-        model = trainer.inference_model
-        model.eval()
-        device = next(model.parameters()).device
-        metrics = self.score_fn(lambda x: model(x.to(device)).float().cpu())
-        trainer.model.train()
-        trainer.excluded_seconds += time.perf_counter() - tick
-        minutes = trainer.training_seconds() / 60
-        self.curve.points.append((minutes, metrics))
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        print(f"  pixelseg  {minutes:6.2f} min  {shown}", flush=True)
-
-    def on_step(self, trainer, logs) -> None:
-        if trainer.training_seconds() / 60 >= self.next_mark:
-            self._score(trainer)
-            self.next_mark += self.every
-
-    def on_train_end(self, trainer) -> None:
-        if trainer.state.iteration != self.scored_iteration:  # not scored at this step yet
-            self._score(trainer)
 
 
 def run_pixelseg(args, sets) -> Curve:

@@ -54,13 +54,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget import (
     BudgetClock,
     Curve,
+    CurveCallback,
     budget_parser,
     parse_budget_args,
     print_curves,
     run_sides,
     to_tensor,
 )
-from camvid import CurveCallback
 from pixelseg import workflows
 from pixelseg.config import load_config
 from pixelseg.data import group_split, membrane
