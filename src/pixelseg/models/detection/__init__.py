@@ -47,9 +47,7 @@ def _builder(name: str) -> Callable[..., nn.Module]:
 
 def available_detectors() -> dict[str, str]:
     """Detector name -> one-line description."""
-    return {
-        name: (inspect.getdoc(_builder(name)) or name).splitlines()[0] for name in _BUILDERS
-    }
+    return {name: (inspect.getdoc(_builder(name)) or name).splitlines()[0] for name in _BUILDERS}
 
 
 def detector_options(name: str) -> list[str]:
@@ -73,7 +71,6 @@ def create_detector(name: str, num_classes: int, **options: Any) -> nn.Module:
             hint = closest_match(key, valid)
             shown = f"{key!r} (did you mean {hint!r}?)" if hint else repr(key)
             raise InvalidInputError(
-                f"unknown option {shown} for instance model {name!r} "
-                f"(options: {', '.join(valid)})"
+                f"unknown option {shown} for instance model {name!r} (options: {', '.join(valid)})"
             )
     return builder(num_classes=int(num_classes), **options)
