@@ -2,9 +2,9 @@
 
 Every semantic dataset yields dicts ``{"image": float32 [C, H, W], "mask": int64 [H, W],
 "name": str, "image_path": str}`` that torch's default collate batches; the instance sources
-(``CocoInstances``, ``PennFudan``) yield torchvision detection targets (``boxes``, ``labels``,
-``masks``, ...) and ``write_coco`` writes any of them as a COCO dataset. Nothing here imports the config,
-the engine or the CLI.
+(``CocoInstances``, ``PennFudan``, ``SyntheticInstances``) yield torchvision detection
+targets (``boxes``, ``labels``, ``masks``, ...) and ``write_coco`` writes any of them as a
+COCO dataset. Nothing here imports the config, the engine or the CLI.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pixelseg.data.synthetic import (
     STUFF_CLASSES,
     SyntheticShapes,
 )
+from pixelseg.data.synthetic_instances import SHAPE_CATEGORIES, SyntheticInstances
 from pixelseg.data.transforms import (
     NORMALIZATIONS,
     TRANSFORM_NAMES,
@@ -61,6 +62,7 @@ __all__ = [
     "PANOPTIC_CATEGORIES",
     "PENNFUDAN_CLASSES",
     "PRESETS",
+    "SHAPE_CATEGORIES",
     "SHAPE_CLASSES",
     "SHAPE_COLORS",
     "STUFF_CLASSES",
@@ -73,6 +75,7 @@ __all__ = [
     "PennFudan",
     "SegmentationFolder",
     "SegmentationTransform",
+    "SyntheticInstances",
     "SyntheticShapes",
     "build_transforms",
     "camvid",
