@@ -2,9 +2,10 @@
 
 Every semantic dataset yields dicts ``{"image": float32 [C, H, W], "mask": int64 [H, W],
 "name": str, "image_path": str}`` that torch's default collate batches; the instance sources
-(``CocoInstances``, ``PennFudan``) yield torchvision detection targets (``boxes``, ``labels``,
-``masks``, ...) and ``write_coco`` writes any of them as a COCO dataset. Nothing here imports the config,
-the engine or the CLI.
+(``CocoInstances``, ``PennFudan``, ``SyntheticInstances``) yield torchvision detection
+targets (``boxes``, ``labels``, ``masks``, ...), ``build_instance_transforms`` augments them
+and ``write_coco`` writes any of them as a COCO dataset. Nothing here imports the config, the
+engine or the CLI.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ from pixelseg.data.coco import CocoInstances
 from pixelseg.data.coco_write import instances_to_coco, write_coco
 from pixelseg.data.folder import MASK_FORMATS, SegmentationFolder, label_colormap
 from pixelseg.data.groups import GroupSplit, group_split, groups_of
+from pixelseg.data.instance_transforms import (
+    INSTANCE_TRANSFORM_NAMES,
+    InstanceTransform,
+    TransformedInstances,
+    build_instance_transforms,
+    fit_boxes_to_masks,
+)
 from pixelseg.data.io import IMAGE_EXTENSIONS, list_images, read_image, read_mask
 from pixelseg.data.pennfudan import PENNFUDAN_CLASSES, PennFudan
 from pixelseg.data.presets import (
@@ -38,6 +46,7 @@ from pixelseg.data.synthetic import (
     STUFF_CLASSES,
     SyntheticShapes,
 )
+from pixelseg.data.synthetic_instances import SHAPE_CATEGORIES, SyntheticInstances
 from pixelseg.data.transforms import (
     NORMALIZATIONS,
     TRANSFORM_NAMES,
@@ -54,6 +63,7 @@ __all__ = [
     "CAMVID_GROUP_PATTERN",
     "DATASET_INFO",
     "IMAGE_EXTENSIONS",
+    "INSTANCE_TRANSFORM_NAMES",
     "MASK_FORMATS",
     "MEMBRANE_CLASSES",
     "MEMBRANE_COLORS",
@@ -61,6 +71,7 @@ __all__ = [
     "PANOPTIC_CATEGORIES",
     "PENNFUDAN_CLASSES",
     "PRESETS",
+    "SHAPE_CATEGORIES",
     "SHAPE_CLASSES",
     "SHAPE_COLORS",
     "STUFF_CLASSES",
@@ -70,13 +81,18 @@ __all__ = [
     "CocoInstances",
     "DatasetInfo",
     "GroupSplit",
+    "InstanceTransform",
     "PennFudan",
     "SegmentationFolder",
     "SegmentationTransform",
+    "SyntheticInstances",
     "SyntheticShapes",
+    "TransformedInstances",
+    "build_instance_transforms",
     "build_transforms",
     "camvid",
     "channel_stats",
+    "fit_boxes_to_masks",
     "group_split",
     "groups_of",
     "instances_to_coco",
