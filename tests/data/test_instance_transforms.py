@@ -324,3 +324,25 @@ def test_wraps_real_pennfudan(shared_dir) -> None:
         assert out["masks"].flatten(1).any(1).all()
         torch.testing.assert_close(out["boxes"], _tight_boxes(out["masks"]), rtol=0, atol=0)
         assert (out["labels"] == 1).all()
+
+
+def test_set_seed_reproduces_a_draw_and_leaves_the_global_stream_alone():
+    from pixelseg.data import SyntheticInstances
+    from pixelseg.data.instance_transforms import build_instance_transforms
+
+    transform = build_instance_transforms(
+        [{"name": "hflip", "p": 0.5}, {"name": "scale_jitter", "size": [64, 64], "scale": [0.5, 1.5]},
+         {"name": "crop", "size": [64, 64]}]
+    )  # fmt: skip
+    sample = SyntheticInstances(1, size=64, seed=3)[0]
+    transform.set_seed(123)
+    torch.manual_seed(0)
+    first = transform(sample)
+    after_first = torch.rand(1)
+    transform.set_seed(123)
+    torch.manual_seed(0)
+    second = transform(sample)
+    assert torch.equal(first["image"], second["image"])
+    assert torch.equal(first["masks"], second["masks"])
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after_first)  # the global generator did not move

@@ -37,9 +37,11 @@ After a pipeline holding any geometric op, every sample is tidied:
   image's pixels. (A pipeline of colour ops alone leaves boxes and areas as they were, e.g.
   COCO's polygon areas.)
 
-Randomness comes from torch's global generator, as every v2 op draws from it:
-``torch.manual_seed`` before a call reproduces it, and ``DataLoader`` workers get distinct
-seeds from the base seed.
+Randomness: every v2 op draws from torch's global generator. ``set_seed(seed)`` (which the
+trainer calls before each draw with a seed of the run seed, epoch and index) makes the
+next draws come from that seed inside ``torch.random.fork_rng``, so a sample's augmentation
+is the same in every run, worker count and resume, and the global stream is left as it was.
+Without it, ``torch.manual_seed`` before a call reproduces the draw.
 """
 
 from __future__ import annotations
@@ -236,8 +238,20 @@ class InstanceTransform:
     def __init__(self, ops: Sequence[v2.Transform], tidy: bool = True) -> None:
         self.pipeline = v2.Compose(list(ops))
         self.tidy = tidy
+        self.seed: int | None = None
+
+    def set_seed(self, seed: int | None) -> None:
+        """Draw the next samples' augmentation from ``seed`` (None: the global generator)."""
+        self.seed = None if seed is None else int(seed)
 
     def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        if self.seed is None:
+            return self._apply(sample)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return self._apply(sample)
+
+    def _apply(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         image, masks = sample["image"], sample["masks"]
         if image.ndim != 3 or masks.ndim != 3 or image.shape[-2:] != masks.shape[-2:]:
             raise DataError(
