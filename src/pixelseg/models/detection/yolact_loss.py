@@ -126,6 +126,7 @@ class YolactLoss(nn.Module):
         positive = labels > 0
         num_pos = positive.sum().clamp(min=1).float()
 
+        # An image without objects has no positives: any [A, 4] placeholder will do.
         gt_boxes = torch.stack(
             [
                 t["boxes"][m[1]] if len(t["boxes"]) else anchors
