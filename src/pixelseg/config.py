@@ -348,8 +348,8 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _dataset_of_the_task(self) -> ExperimentConfig:
-        datasets = TASK_DATASETS[self.task]
-        if self.data.dataset not in datasets:
+        datasets = TASK_DATASETS.get(self.task)  # a task not listed decides in its plug-in
+        if datasets is not None and self.data.dataset not in datasets:
             raise ValueError(
                 f"data.dataset {self.data.dataset!r} has no {self.task} targets; task "
                 f"{self.task!r} reads {', '.join(datasets)}"

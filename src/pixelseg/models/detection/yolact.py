@@ -46,7 +46,7 @@ _BACKBONES: dict[str, tuple[Callable[..., nn.Module], tuple[int, int, int]]] = {
     "resnet34": (torchvision.models.resnet34, (128, 256, 512)),
     "resnet50": (torchvision.models.resnet50, (512, 1024, 2048)),
 }
-_NORMS = ("batch", "frozen", "group")
+_NORMS = ("batch", "frozen_batch", "group")
 # YOLACT-550's anchor sizes for P3..P7 (Sec. 6), scaled to other input sizes.
 _REFERENCE_SIZES = (24.0, 48.0, 96.0, 192.0, 384.0)
 _REFERENCE_INPUT = 550
@@ -61,7 +61,9 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 
 def _resnet_backbone(name: str, norm: str, weights: str | Path | None) -> nn.Module:
     """C3, C4, C5 of a torchvision ResNet as an ``OrderedDict``, optionally with local weights."""
-    norm_layer = {"batch": nn.BatchNorm2d, "frozen": FrozenBatchNorm2d, "group": _group_norm}[norm]
+    norm_layer = {"batch": nn.BatchNorm2d, "frozen_batch": FrozenBatchNorm2d, "group": _group_norm}[
+        norm
+    ]
     net = _BACKBONES[name][0](weights=None, norm_layer=norm_layer)
     if weights is not None:
         _load_backbone_weights(net, Path(weights), norm)
@@ -203,13 +205,15 @@ def build_yolact(
     score_thresh: float = 0.05,
     top_k: int = 200,
     detections_per_img: int = 100,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
 ) -> YOLACT:
     """YOLACT: one-stage instance segmentation from prototypes and per-box coefficients (ICCV 2019).
 
     Options, with the paper's and reference code's defaults unless noted:
 
     - ``backbone``: ``resnet18`` (the default here, for CPU; the paper uses ResNet-50/101),
-      ``resnet34`` or ``resnet50``. ``norm``: ``batch``, ``frozen`` (frozen BatchNorm, for
+      ``resnet34`` or ``resnet50``. ``norm``: ``batch``, ``frozen_batch`` (frozen BatchNorm, for
       fine-tuning ``backbone_weights`` at small batches, as the reference does under 6
       images per GPU) or ``group`` (GroupNorm, for training from scratch at tiny batches).
       ``backbone_weights``: a local torchvision classification state dict (``fc.*`` ignored).
@@ -227,6 +231,7 @@ def build_yolact(
     - Inference: ``nms`` ``fast`` (the paper's Fast NMS), ``hard`` or ``soft`` (Gaussian,
       ``soft_nms_sigma``), ``nms_thresh`` 0.5, ``score_thresh`` 0.05, ``top_k`` 200
       candidates per class, ``detections_per_img`` 100.
+    - ``image_mean``/``image_std``: the normalisation applied after resizing (ImageNet's).
     """
     sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
     check_options(locals() | {"min_size": sizes}, _BACKBONES, _NORMS)
@@ -234,7 +239,10 @@ def build_yolact(
         scale = min(max(sizes), max_size) / _REFERENCE_INPUT
         anchor_sizes = tuple(s * scale for s in _REFERENCE_SIZES)
     transform = GeneralizedRCNNTransform(
-        min_size=sizes, max_size=max_size, image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD
+        min_size=sizes,
+        max_size=max_size,
+        image_mean=list(image_mean or _IMAGENET_MEAN),
+        image_std=list(image_std or _IMAGENET_STD),
     )
     in_channels = list(_BACKBONES[backbone][1])
     fpn = FeaturePyramidNetwork(
