@@ -1,6 +1,7 @@
 """The ``pixelseg`` command line: argument parsing and wiring only.
 
-Every command maps to one function of :mod:`pixelseg.workflows`. Any error prints as one
+Every command maps to one function of :mod:`pixelseg.workflows` (``data export`` to
+:func:`pixelseg.data_export.export_dataset`). Any error prints as one
 line on stderr and exits with status 2; ``--debug`` shows the traceback instead. Errors we
 expect users to cause (:class:`PixelsegError`, ``ValueError``, ``OSError`` such as a
 permission problem) print their message alone; anything else also names its type, because
@@ -35,6 +36,9 @@ EXAMPLES = {
     "models": "example: pixelseg models",
     "demo": "example: pixelseg demo --out runs/demo\n"
     "         pixelseg demo --task instance --out runs/demo_instance",
+    "data": "example: pixelseg data export shapes --format coco --num 100 --out data/shapes_coco\n"
+    "         pixelseg data export pennfudan --root ../shared/data/pennfudan --split train "
+    "--format coco --out data/pennfudan_train",
 }
 
 
@@ -59,6 +63,13 @@ EXPORT_NOTES = (
     "points is refused. Needs the deploy extra: pip install 'pixelseg[deploy]'."
 )
 
+DATA_EXPORT_NOTES = (
+    "writes OUT/instances.json and OUT/images/<name>.png: masks as compressed RLE (lossless), "
+    "images as PNG, categories with ids 1..K in label order. Sources: shapes (the synthetic "
+    "circles, squares and triangles; --num, --size, --seed) and pennfudan (--root, --split). "
+    "Reload with pixelseg.data.CocoInstances(OUT/images, OUT/instances.json)."
+)
+
 
 class _CommandParser(argparse.ArgumentParser):
     """A command's parser whose positionals may follow its options.
@@ -70,9 +81,16 @@ class _CommandParser(argparse.ArgumentParser):
     """
 
     _intermixing = False
+    _has_commands = False
+
+    def add_subparsers(self, **kwargs):  # type: ignore[override]
+        # A command with its own subcommands (data export) cannot intermix (argparse refuses
+        # a PARSER positional); its subcommands' parsers do.
+        self._has_commands = True
+        return super().add_subparsers(**kwargs)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        if self._intermixing:
+        if self._intermixing or self._has_commands:
             return super().parse_known_args(args, namespace)
         self._intermixing = True
         try:
@@ -103,12 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
     )
 
-    def command(name: str, help_text: str, notes: str = "") -> argparse.ArgumentParser:
-        sub = commands.add_parser(
+    def command(
+        name: str, help_text: str, notes: str = "", under: Any = None, example: str = ""
+    ) -> argparse.ArgumentParser:
+        sub = (under or commands).add_parser(
             name,
             help=help_text,
             description=f"{help_text}\n\n{textwrap.fill(notes, 80)}" if notes else help_text,
-            epilog=EXAMPLES[name],
+            epilog=EXAMPLES[example or name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_common(sub)
@@ -227,7 +247,41 @@ def build_parser() -> argparse.ArgumentParser:
         default="semantic",
         help="semantic: U-Net on shape classes; instance: Mask R-CNN on shape objects",
     )
+
+    _add_data_commands(command)
     return parser
+
+
+def _add_data_commands(command: Any) -> None:
+    """``pixelseg data ACTION``: dataset tools, each action a subcommand of ``data``."""
+    from pixelseg.data_export import EXPORT_FORMATS, EXPORT_SOURCES
+
+    data = command("data", "Dataset tools: export an instance source (COCO).")
+    actions = data.add_subparsers(
+        dest="data_command", required=True, metavar="ACTION", parser_class=_CommandParser
+    )
+    export = command(
+        "export",
+        "Write an instance source as a COCO dataset.",
+        notes=DATA_EXPORT_NOTES,
+        under=actions,
+        example="data",
+    )
+    export.add_argument(
+        "source", metavar="SOURCE", help=f"instance source: {', '.join(EXPORT_SOURCES)}"
+    )
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument(
+        "--format",
+        default="coco",
+        help=f"output format: {', '.join(EXPORT_FORMATS)} (default coco)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    export.add_argument("--root", help="pennfudan: the folder holding PNGImages and PedMasks")
+    export.add_argument("--split", help="pennfudan: all, train or val (default all)")
+    export.add_argument("--num", type=int, help="shapes: number of images (default 100)")
+    export.add_argument("--size", type=int, help="shapes: image side in pixels (default 128)")
+    export.add_argument("--seed", type=int, help="shapes: scenes seed (default 0)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -258,6 +312,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export":
         return _export(args)
+    if args.command == "data":
+        return _data_export(args)
     if args.command == "predict":
         _check_folder(args.out, "--out")
         if args.checkpoint and Path(args.checkpoint).suffix.lower() == ".onnx":
@@ -314,6 +370,20 @@ def _export(args: argparse.Namespace) -> int:
         calibration_images=args.calibration_images,
     ):
         print(line)
+    return 0
+
+
+def _data_export(args: argparse.Namespace) -> int:
+    from pixelseg.data_export import export_dataset
+
+    _check_folder(args.out, "--out")
+    given = {k: getattr(args, k) for k in ("root", "split", "num", "size", "seed")}
+    # Only the options given reach the source, so one it does not take is an error, not ignored.
+    options = {k: v for k, v in given.items() if v is not None}
+    path = export_dataset(
+        args.source, args.out, fmt=args.format, overwrite=args.overwrite, **options
+    )
+    print(f"wrote {path} (images in {path.parent / 'images'})")
     return 0
 
 
