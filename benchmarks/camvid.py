@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget import (
     BudgetClock,
-    CurveCallback,
     Curve,
+    CurveCallback,
     budget_parser,
     parse_budget_args,
     print_curves,

@@ -229,9 +229,7 @@ def main() -> None:
     args = parse_budget_args(parser, "Penn-Fudan")
     val_set = PennFudan(args.data, split="val", val_fraction=0.2, split_seed=0)
     val = [val_set[i] for i in range(len(val_set))]
-    curves, _ = run_sides(
-        args, lambda: run_pixelseg(args, val), lambda: run_baseline(args, val)
-    )
+    curves, _ = run_sides(args, lambda: run_pixelseg(args, val), lambda: run_baseline(args, val))
     if args.json:
         save_curves(args.json, args, curves)
     report(curves, args.minutes, args.eval_every)

@@ -104,8 +104,9 @@ def test_eval_report_folder_is_what_the_help_says(tmp_path, monkeypatch, capsys)
 def test_shipped_configs_validate_and_demo_copy_matches():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         load_config(path)
-    packaged = ROOT / "src" / "pixelseg" / "resources" / "shapes_unet.yaml"
-    assert packaged.read_text() == (ROOT / "configs" / "shapes_unet.yaml").read_text()
+    for name in ("shapes_unet.yaml", "shapes_maskrcnn.yaml"):  # the demos' embedded copies
+        packaged = ROOT / "src" / "pixelseg" / "resources" / name
+        assert packaged.read_text() == (ROOT / "configs" / name).read_text()
 
 
 @pytest.mark.slow

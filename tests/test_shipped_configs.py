@@ -10,6 +10,7 @@ import pytest
 
 from pixelseg import workflows
 from pixelseg.config import load_config
+from pixelseg.tasks import InstanceTask, SemanticTask
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,11 +24,18 @@ CASES = {
     "camvid_unet.yaml": ("camvid", ["data.val_groups=[0001TP]"]),
     "camvid_deeplabv3plus.yaml": ("camvid", ["data.val_groups=[0001TP]", "model.encoder=resnet18"]),
     "membrane_unet.yaml": ("membrane", []),
+    "shapes_maskrcnn.yaml": (None, ["data.synthetic.num_train=4", "data.synthetic.num_val=2"]),
+    "shapes_yolact.yaml": (None, ["data.synthetic.num_train=4", "data.synthetic.num_val=2"]),
+    # Validate on 5 of the 120 images, at a small size, to keep the step quick.
+    "pennfudan_maskrcnn.yaml": (
+        "pennfudan",
+        ["data.val_fraction=0.05", "model.options.min_size=[128]", "model.options.max_size=192"],
+    ),
 }
 
 
 def test_every_shipped_config_is_covered():
-    covered = set(CASES) | {"voc_deeplabv3plus.yaml"}
+    covered = set(CASES) | {"voc_deeplabv3plus.yaml", "coco_maskrcnn.yaml"}
     assert {p.name for p in (ROOT / "configs").glob("*.yaml")} == covered
 
 
@@ -42,4 +50,19 @@ def test_shipped_config_trains_a_step(name, tmp_path):
     config = load_config(ROOT / "configs" / name, overrides)
     metrics, run_dir = workflows.train(config)
     assert (run_dir / "last.pt").is_file()
-    assert config.train.best_metric in metrics
+    default = {"semantic": SemanticTask, "instance": InstanceTask}[config.task].default_best_metric
+    assert (config.train.best_metric or default) in metrics
+
+
+def test_coco_config_trains_on_an_exported_folder(tmp_path):
+    """configs/coco_maskrcnn.yaml on the folder `pixelseg data export` writes (small images)."""
+    from pixelseg.data_export import export_dataset
+
+    export_dataset("shapes", tmp_path / "coco", num=6, size=64, seed=1)
+    overrides = [*QUICK, f"output_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'coco'}",
+                 "data.num_workers=0", "data.val_fraction=0.34", "model.encoder=resnet18",
+                 "model.options.min_size=[64]", "model.options.max_size=64"]  # fmt: skip
+    config = load_config(ROOT / "configs" / "coco_maskrcnn.yaml", overrides)
+    metrics, run_dir = workflows.train(config)
+    assert (run_dir / "last.pt").is_file() and "mask_ap" in metrics
+    assert (run_dir / "splits.json").is_file()

@@ -31,13 +31,13 @@ __all__ = [
 
 
 def mask_api() -> ModuleType:
-    """Return ``pycocotools.mask``, or raise ImportError naming the extra that installs it."""
+    """Return ``pycocotools.mask``, or raise ImportError saying how to install it."""
     try:
         from pycocotools import mask as mask_utils
     except ImportError as exc:
         raise ImportError(
             "COCO instance data and evaluation need pycocotools, which is not installed: "
-            "pip install 'pixelseg[instance]'"
+            "pip install pycocotools (a pixelseg dependency; reinstall pixelseg)"
         ) from exc
     return mask_utils
 

@@ -66,9 +66,9 @@ class SyntheticConfig(_Section):
 class DataConfig(_Section):
     """Where images and masks come from and how they are augmented and batched."""
 
-    dataset: Literal[
-        "synthetic", "folder", "camvid", "voc", "membrane", "pennfudan", "coco"
-    ] = "synthetic"
+    dataset: Literal["synthetic", "folder", "camvid", "voc", "membrane", "pennfudan", "coco"] = (
+        "synthetic"
+    )
     root: str | None = None
     images: str | None = None
     masks: str | None = None
@@ -176,8 +176,8 @@ _DATASET_KEYS: dict[str, frozenset[str]] = {
     "coco": frozenset(
         {"root", "images", "annotations", "val_images", "val_annotations", "val_fraction",
          "split_seed", "keep_empty"}
-    ),  # fmt: skip
-}
+    ),
+}  # fmt: skip
 _SOURCE_KEYS = frozenset().union(*_DATASET_KEYS.values())
 _SOURCE_HINTS = {
     ("camvid", "val_split"): "; to evaluate CamVid's test/ split use data.eval_split: test",

@@ -352,9 +352,7 @@ def demo_config(
 ) -> ExperimentConfig:
     """The embedded synthetic-shapes experiment of ``task`` (same as ``configs/<file>``)."""
     if task not in DEMO_CONFIGS:
-        raise InvalidInputError(
-            f"no demo for task {task!r}; demos: {', '.join(DEMO_CONFIGS)}"
-        )
+        raise InvalidInputError(f"no demo for task {task!r}; demos: {', '.join(DEMO_CONFIGS)}")
     name = DEMO_CONFIGS[task]
     text = resources.files("pixelseg").joinpath(f"resources/{name}").read_text()
     raw = yaml.safe_load(text)

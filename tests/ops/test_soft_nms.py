@@ -44,6 +44,7 @@ def test_score_threshold_and_max_detections():
     keep, decayed = soft_nms(boxes, scores, sigma=0.5, score_threshold=0.001)
     # The duplicate decays to 0.8 * exp(-2) = 0.108 and stays; the low box never enters.
     assert keep.tolist() == [0, 1]
+    assert float(decayed[1]) == pytest.approx(0.8 * math.exp(-2.0), abs=1e-6)
     keep, _ = soft_nms(boxes, scores, sigma=0.5, max_detections=1)
     assert keep.tolist() == [0]
 

@@ -154,6 +154,6 @@ def test_config_pairs_datasets_with_tasks():
         parse_config({"task": "instance", "data": {"dataset": "camvid", "root": "x"}})
     with pytest.raises(ConfigError, match="'pennfudan' has no semantic targets"):
         parse_config({"data": {"dataset": "pennfudan", "root": "x"}})
-    with pytest.raises(ConfigError, match="data.annotations has no effect"):
+    with pytest.raises(ConfigError, match=r"data\.annotations has no effect"):
         parse_config({"task": "instance", "data": {"dataset": "pennfudan", "root": "x",
                                                    "annotations": "a.json"}})  # fmt: skip

@@ -114,10 +114,14 @@ class ProgressBar(Callback):
         self._flush_stopped_epoch(trainer)
 
     def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        # A task with many metrics (24 COCO stats) names the few worth a progress line.
+        shown = getattr(getattr(trainer, "task", None), "progress_metrics", None)
         summary = ", ".join(
             f"{key} {value:.4f}"
             for key, value in metrics.items()
-            if isinstance(value, float) and not math.isnan(value)
+            if isinstance(value, float)
+            and not math.isnan(value)
+            and (shown is None or key in shown or key == "val_loss")
         )
         line = f"epoch {trainer.state.epoch}: {summary}"
         if self._is_plain():

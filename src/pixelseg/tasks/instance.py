@@ -142,6 +142,8 @@ class InstanceTask:
     metric_names = METRIC_NAMES
     default_best_metric = "mask_ap"
     best_mode = "max"
+    #: What the progress line shows after each validation (metrics.json has all 24).
+    progress_metrics = ("mask_ap", "mask_ap50", "box_ap", "box_ap50")
 
     def __init__(
         self,
@@ -197,9 +199,7 @@ class InstanceTask:
 
     # ------------------------------------------------------------------ model calls
     def forward_train(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        targets = [
-            {k: t[k] for k in ("boxes", "labels", "masks")} for t in batch["targets"]
-        ]
+        targets = [{k: t[k] for k in ("boxes", "labels", "masks")} for t in batch["targets"]]
         return model(batch["images"], targets)
 
     def forward_eval(self, predictor: Callable[..., Any], batch: dict[str, Any]) -> Any:
@@ -235,7 +235,9 @@ class InstanceTask:
         rows = []
         for name, pred, target in zip(batch["name"], prediction, batch["targets"], strict=True):
             counts = match_counts(self.shown(pred), target)
-            rows.append({"name": name, **counts, "score": -float(counts["missed"] + counts["false"])})
+            rows.append(
+                {"name": name, **counts, "score": -float(counts["missed"] + counts["false"])}
+            )
         return rows
 
     def gallery_item(self, prediction: list[dict], batch: dict[str, Any], index: int) -> dict:

@@ -24,7 +24,9 @@ __all__ = ["build_instance_data"]
 log = logging.getLogger(__name__)
 
 
-def build_instance_data(config: ExperimentConfig, split: dict[str, Any] | None = None) -> DataBundle:
+def build_instance_data(
+    config: ExperimentConfig, split: dict[str, Any] | None = None
+) -> DataBundle:
     """Training and validation instance datasets; ``split`` is a saved split, checked
     against the one the config draws (a drawn split is recorded in ``DataBundle.split``)."""
     from pixelseg.data.instance_transforms import TransformedInstances, build_instance_transforms
@@ -64,9 +66,7 @@ def _synthetic(config: ExperimentConfig) -> tuple[Dataset, Dataset, list[int], N
     syn = config.data.synthetic
     common = {"size": syn.size, "min_shapes": syn.min_shapes, "max_shapes": syn.max_shapes}
     train = SyntheticInstances(syn.num_train, seed=config.seed, **common)
-    val = SyntheticInstances(
-        syn.num_val, seed=config.seed + SYNTHETIC_VAL_SEED_OFFSET, **common
-    )
+    val = SyntheticInstances(syn.num_val, seed=config.seed + SYNTHETIC_VAL_SEED_OFFSET, **common)
     return train, val, [c["id"] for c in train.categories], None
 
 

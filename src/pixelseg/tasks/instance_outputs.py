@@ -124,7 +124,9 @@ def plot_pr_curves(precision: np.ndarray, class_names: Sequence[str], path: Path
             ax.plot(RECALL_THRESHOLDS, curves[:, k], lw=1.2, label=class_names[k])
         if valid:
             mean = curves[:, valid].mean(axis=1)
-            ax.plot(RECALL_THRESHOLDS, mean, color="black", lw=2.2, label=f"mean (AP {mean.mean():.3f})")
+            ax.plot(
+                RECALL_THRESHOLDS, mean, color="black", lw=2.2, label=f"mean (AP {mean.mean():.3f})"
+            )
         ax.set(title=f"mask IoU {iou}", xlabel="recall", xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         if len(valid) <= 12:
@@ -196,7 +198,12 @@ def merge_results(task: Any, out_dir: Path, names: Sequence[str]) -> list[Path]:
     for image_id, name in enumerate(names, start=1):
         record = json.loads((out_dir / f"{name}_results.json").read_text())
         images.append(
-            {"id": image_id, "file_name": name, "height": record["height"], "width": record["width"]}
+            {
+                "id": image_id,
+                "file_name": name,
+                "height": record["height"],
+                "width": record["width"],
+            }
         )
         results.extend({"image_id": image_id, **r} for r in record["results"])
     results_path, images_path = out_dir / "results.json", out_dir / "images.json"
