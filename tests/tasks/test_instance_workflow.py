@@ -89,12 +89,21 @@ def test_train_eval_predict_through_the_cli(model, tmp_path, capsys):
 
 
 def test_resume_is_exact_with_augmentation(tmp_path):
-    straight = parse_config(tiny(tmp_path / "a", iterations=4))
-    workflows.train(straight)
-    halted = parse_config(tiny(tmp_path / "b", iterations=2))
-    workflows.train(halted)
-    resumed = parse_config(tiny(tmp_path / "b", iterations=4))
-    workflows.train(resumed, resume=True)
+    """Killed after iteration 2 of 4 (checkpoint every 2), resumed: the same weights as a run
+    never stopped (augmentation, RPN/RoI sampling and the schedule all continue exactly)."""
+    settings = {"iterations": 4, "checkpoint_every": 2}
+    workflows.train(parse_config(tiny(tmp_path / "a", **settings)))
+
+    class KillAfterTwo:
+        def on_step(self, trainer, logs):
+            if trainer.state.iteration == 3:
+                raise KeyboardInterrupt
+
+    config = parse_config(tiny(tmp_path / "b", **settings))
+    with pytest.raises(KeyboardInterrupt):
+        workflows.train(config, callbacks=[KillAfterTwo()])
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.pt")["state"]["iteration"] == 2
+    workflows.train(config, resume=True)
     a = load_checkpoint(tmp_path / "a" / "run" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "b" / "run" / "last.pt")["model"]
     assert a.keys() == b.keys()

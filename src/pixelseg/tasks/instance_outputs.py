@@ -69,7 +69,7 @@ def draw_instances(
 ) -> np.ndarray:
     """``image`` uint8 ``[H, W, 3]`` with each instance's mask in its own colour, its box,
     and ``class score`` above the box; returns a new uint8 ``[H, W, 3]``."""
-    canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    canvas = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a copy
     count = len(labels)
     if count == 0:
         return image.copy()
