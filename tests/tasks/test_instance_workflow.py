@@ -123,3 +123,12 @@ def test_a_semantic_checkpoint_is_refused_by_an_instance_eval(tmp_path):
     config = parse_config(tiny(tmp_path))
     with pytest.raises(Exception, match="is a 'semantic' model; the config's task is 'instance'"):
         workflows.eval_checkpoint(config, run / "last.pt", tmp_path / "eval")
+
+
+def test_the_instance_demo_trains_evaluates_and_predicts(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--task", "instance", "--minutes", "0.03", "--out", str(out)]) == 0
+    assert "validation mask AP" in capsys.readouterr().out
+    assert (out / "metrics.json").is_file() and (out / "worst_cases.png").is_file()
+    assert (out / "predictions" / "results.json").is_file()
+    assert len(list((out / "predictions").glob("*_overlay.png"))) == 4
