@@ -30,6 +30,19 @@ def _folded_weight_and_bias(
     return conv.weight * scale[:, None, None, None], bias
 
 
+def group_norm(num_channels: int) -> nn.GroupNorm:
+    """GroupNorm with the most groups (at most 32) that still puts >= 2 channels in each.
+
+    Groups must divide the channels, and MobileNetV3 has 16, 24, 40, 72, 120, 960, ...
+    channels, so a fixed 32 does not fit. At least 2 channels per group because 1 is
+    InstanceNorm, clearly the worst setting in Wu & He's ablation (GroupNorm, Table 3).
+    """
+    groups = max(
+        g for g in range(1, min(32, max(1, num_channels // 2)) + 1) if num_channels % g == 0
+    )
+    return nn.GroupNorm(groups, num_channels)
+
+
 class ConvBNReLU(nn.Module):
     """``k x k`` conv (no bias: BN follows), BatchNorm, in-place ReLU; "same" padding.
 

@@ -25,9 +25,10 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet, conv3x3
 
-from pixelseg.errors import CheckpointError, InvalidInputError, unknown_choice
+from pixelseg.errors import InvalidInputError, unknown_choice
 from pixelseg.models.base import init_weights
 from pixelseg.models.blocks import ConvBNReLU
+from pixelseg.models.weights import load_matching, read_state_dict
 
 __all__ = [
     "ClassicUNetEncoder",
@@ -56,57 +57,16 @@ class Encoder(nn.Module):
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a local torchvision state dict (``torch.save(model.state_dict(), path)``).
-
-    Uses ``weights_only=True`` so a file cannot run code. Raises CheckpointError naming the
-    path when it is missing, unreadable, or not a mapping of names to tensors.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"encoder_weights file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt/foreign files
-        raise CheckpointError(f"could not read encoder_weights file {str(path)!r}: {exc}") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(
-            f"encoder_weights file {str(path)!r} is not a state dict (name -> tensor); save it "
-            "with torch.save(torchvision_model.state_dict(), path)"
-        )
-    return state
+    """Read a local torchvision state dict named by ``model.encoder_weights``
+    (see :func:`pixelseg.models.weights.read_state_dict`)."""
+    return read_state_dict(path, "encoder_weights")
 
 
 def _load_matching(
     module: nn.Module, state: dict[str, torch.Tensor], path: str | Path, name: str, head: str
 ) -> None:
-    """Load ``state`` into ``module`` strictly, ignoring the classifier keys under ``head``.
-
-    A mismatch raises CheckpointError naming the file, the encoder and the first bad keys.
-    """
-    state = {k: v for k, v in state.items() if not k.startswith(head)}
-    own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} in file vs {tuple(own[k].shape)} in model"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = [
-            f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for label, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", mismatched),
-            )
-            if keys
-        ]
-        raise CheckpointError(
-            f"encoder_weights file {str(path)!r} does not match torchvision {name!r} "
-            f"({'; '.join(parts)})"
-        )
-    module.load_state_dict(state, strict=False)
+    """Load ``state`` into ``module`` strictly, ignoring the classifier keys under ``head``."""
+    load_matching(module, state, path, option="encoder_weights", model_name=name, head=head)
     logger.info("loaded %s encoder weights from %s", name, path)
 
 

@@ -17,14 +17,15 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 import torchvision
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from pixelseg.errors import CheckpointError, InvalidInputError, unknown_choice
+from pixelseg.errors import InvalidInputError, unknown_choice
+from pixelseg.models.blocks import group_norm
+from pixelseg.models.weights import load_matching, read_state_dict
 
 __all__ = [
     "BACKBONES",
@@ -53,19 +54,6 @@ def level_stride(level: int) -> int:
     return 2 ** (level + 1)
 
 
-def group_norm(num_channels: int) -> nn.GroupNorm:
-    """GroupNorm with the most groups (at most 32) that still puts >= 2 channels in each.
-
-    Groups must divide the channels, and MobileNetV3 has 16, 24, 40, 72, 120, 960, ...
-    channels, so a fixed 32 does not fit. At least 2 channels per group because 1 is
-    InstanceNorm, clearly the worst setting in Wu & He's ablation (GroupNorm, Table 3).
-    """
-    groups = max(
-        g for g in range(1, min(32, max(1, num_channels // 2)) + 1) if num_channels % g == 0
-    )
-    return nn.GroupNorm(groups, num_channels)
-
-
 def _backbone_norm_layer(norm: str) -> Callable[[int], nn.Module] | None:
     if norm == "group":
         return group_norm
@@ -90,26 +78,6 @@ def max_trainable_layers(name: str) -> int:
     return 6 if name.startswith("mobilenet") else 5
 
 
-def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"backbone_weights file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"could not read backbone_weights file {str(path)!r}: {exc}") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(
-            f"backbone_weights file {str(path)!r} is not a state dict (name -> tensor); save it "
-            "with torch.save(torchvision_model.state_dict(), path)"
-        )
-    return state
-
-
-def _listed(label: str, keys: list[str]) -> str:
-    return f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-
-
 def load_backbone_weights(model: nn.Module, path: str | Path, name: str) -> None:
     """Load a torchvision classification state dict into ``model`` (the whole classifier).
 
@@ -118,30 +86,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path, name: str) -> None
     a few of those keys (a BatchNorm checkpoint into a GroupNorm backbone fails here).
     """
     head = _CLASSIFIER_PREFIX["mobilenet" if name.startswith("mobilenet") else "resnet"]
-    state = {k: v for k, v in _load_state(path).items() if not k.startswith(head)}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} in file vs {tuple(v.shape)} in model"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = [
-            _listed(label, keys)
-            for label, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", mismatched),
-            )
-            if keys
-        ]
-        raise CheckpointError(
-            f"backbone_weights file {str(path)!r} does not fit backbone {name!r}: "
-            + "; ".join(problems)
-        )
-    model.load_state_dict(state, strict=False)
+    state = read_state_dict(path, "backbone_weights")
+    load_matching(model, state, path, option="backbone_weights", model_name=name, head=head)
 
 
 def _freeze(params: Sequence[tuple[str, nn.Parameter]], keep: Callable[[str], bool]) -> None:

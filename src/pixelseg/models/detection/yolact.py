@@ -11,7 +11,6 @@ anchors, box coding), ``yolact_loss.py`` (matching, losses) and ``yolact_post.py
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, clip_boxes_to_image
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from pixelseg.errors import CheckpointError
+from pixelseg.models.blocks import group_norm
 from pixelseg.models.detection.yolact_check import check_inputs, check_options
 from pixelseg.models.detection.yolact_head import (
     PredictionHead,
@@ -37,6 +36,7 @@ from pixelseg.models.detection.yolact_post import (
     paste_masks,
     select_detections,
 )
+from pixelseg.models.weights import load_matching, read_state_dict
 
 __all__ = ["YOLACT", "build_yolact"]
 
@@ -54,14 +54,9 @@ _IMAGENET_MEAN = [0.485, 0.456, 0.406]
 _IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    # 32 groups (Wu & He 2018) where they divide the channels; ResNet widths are powers of 2.
-    return nn.GroupNorm(math.gcd(32, channels), channels)
-
-
 def _resnet_backbone(name: str, norm: str, weights: str | Path | None) -> nn.Module:
     """C3, C4, C5 of a torchvision ResNet as an ``OrderedDict``, optionally with local weights."""
-    norm_layer = {"batch": nn.BatchNorm2d, "frozen_batch": FrozenBatchNorm2d, "group": _group_norm}[
+    norm_layer = {"batch": nn.BatchNorm2d, "frozen_batch": FrozenBatchNorm2d, "group": group_norm}[
         norm
     ]
     net = _BACKBONES[name][0](weights=None, norm_layer=norm_layer)
@@ -73,28 +68,12 @@ def _resnet_backbone(name: str, norm: str, weights: str | Path | None) -> nn.Mod
 def _load_backbone_weights(net: nn.Module, path: Path, norm: str) -> None:
     """Load a torchvision classification state dict, ignoring ``fc.*`` (and, under GroupNorm,
     the BatchNorm running statistics, which GroupNorm has no use for)."""
-    if not path.is_file():
-        raise CheckpointError(f"backbone_weights file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"could not read backbone_weights file {str(path)!r}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise CheckpointError(f"backbone_weights file {str(path)!r} is not a state dict")
     dropped = ("running_mean", "running_var", "num_batches_tracked") if norm == "group" else ()
-    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith(dropped)}
-    own = {k for k in net.state_dict() if not k.startswith("fc.")}
-    missing = sorted(own - state.keys() - {k for k in own if k.endswith("num_batches_tracked")})
-    unexpected = sorted(state.keys() - own)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"backbone_weights file {str(path)!r} does not match torchvision's backbone "
-            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
-        )
-    try:
-        net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise CheckpointError(f"backbone_weights file {str(path)!r}: {exc}") from exc
+    state = read_state_dict(path, "backbone_weights")
+    load_matching(
+        net, state, path, option="backbone_weights", model_name="resnet", head="fc.",
+        drop_suffixes=dropped,
+    )  # fmt: skip
 
 
 class YOLACT(nn.Module):
