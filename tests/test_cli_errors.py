@@ -163,3 +163,24 @@ def test_checkpoint_missing_a_key_is_one_line(missing, image_path, tmp_path, cap
     assert main([*argv, str(image_path)]) == 2
     line = one_error_line(capsys)
     assert "incomplete.pt" in line and missing in line
+
+
+def test_score_threshold_is_refused_for_a_semantic_model(tmp_path, capsys):
+    from pixelseg.config import parse_config
+
+    config = parse_config(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "data": {"synthetic": {"num_train": 2, "num_val": 2, "size": 32}, "batch_size": 2},
+            "model": {"name": "unet", "options": {"base_channels": 4}},
+            "train": {"iterations": 1, "epochs": None, "progress": False, "tensorboard": False},
+        }
+    )
+    _, run = workflows.train(config)
+    image = tmp_path / "im.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    argv = ["predict", "--checkpoint", str(run / "last.pt"), "--out", str(tmp_path / "p")]
+    assert main([*argv, "--score-threshold", "0.3", str(image)]) == 2
+    assert "--score-threshold applies to instance models" in one_error_line(capsys)

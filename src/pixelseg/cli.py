@@ -199,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="average with a horizontal flip")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    predict.add_argument(
+        "--score-threshold",
+        type=float,
+        help="instance models: draw detections scoring at least this (default 0.5); "
+        "results.json keeps every detection the model returns",
+    )
 
     export = command(
         "export",
@@ -329,6 +335,7 @@ def _run(args: argparse.Namespace) -> int:
             tta=args.tta,
             device=args.device,
             alpha=args.alpha,
+            score_threshold=args.score_threshold,
         )
         print(f"wrote predictions for {len(written)} inputs to {args.out}")
         return 0

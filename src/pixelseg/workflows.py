@@ -207,8 +207,11 @@ def predict_files(
     tta: bool = False,
     device: str = "auto",
     alpha: float = 0.5,
+    score_threshold: float | None = None,
 ) -> list[Path]:
-    """Write ``<name>_mask.png`` (index mask) and ``<name>_overlay.png`` per input image.
+    """Write ``<name>_mask.png`` (index mask) and ``<name>_overlay.png`` per input image
+    (an instance model: ``<name>_overlay.png``, ``<name>_results.json``, then
+    ``results.json``; ``score_threshold`` sets which detections its overlays draw).
 
     ``model`` is a ``.pt`` checkpoint (run in PyTorch on ``device``) or an ``.onnx`` model
     with its JSON sidecar beside it (run in onnxruntime on the CPU): the backend follows
@@ -232,6 +235,13 @@ def predict_files(
         if task is None:
             task, predictor = _torch_backend(model, torch_device, window, overlap, tta)
         task.overlay_alpha = alpha
+        if score_threshold is not None:
+            if not hasattr(task, "score_threshold"):
+                raise InvalidInputError(
+                    f"--score-threshold applies to instance models; {str(model)!r} is a "
+                    f"{task.name!r} model"
+                )
+            task.score_threshold = float(score_threshold)
         return _predict_files(task, predictor, inputs, Path(out), torch_device, dist)
     finally:
         shutdown(dist)

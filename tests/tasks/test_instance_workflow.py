@@ -86,6 +86,11 @@ def test_train_eval_predict_through_the_cli(model, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(run / "last.pt"), "--out", str(out),
                  "--tta", str(images)]) == 2  # fmt: skip
     assert "semantic models only" in capsys.readouterr().err
+    # Threshold 0: every detection is drawn; results.json keeps them all either way.
+    drawn = tmp_path / "pred_all"
+    assert main(["predict", "--checkpoint", str(run / "last.pt"), "--out", str(drawn),
+                 "--score-threshold", "0", str(images)]) == 0  # fmt: skip
+    assert (drawn / "results.json").read_text() == (out / "results.json").read_text()
 
 
 def test_resume_is_exact_with_augmentation(tmp_path):
