@@ -81,7 +81,8 @@ def test_a_run_stopped_mid_epoch_says_where(monkeypatch):
     bar.on_train_end(trainer)
     lines = sys.stderr.getvalue().splitlines()
     assert lines[0].startswith("epoch 1: stopped after 40/100 steps, mean loss 2.0000")
-    assert lines[1] == "epoch 0: miou 0.5000" and len(lines) == 2
+    # The validation after the stop scored epoch 1's weights, and says so.
+    assert lines[1] == "epoch 1: miou 0.5000" and len(lines) == 2
 
 
 def test_terminal_keeps_the_tqdm_bar(monkeypatch):
@@ -99,3 +100,4 @@ def test_default_bar_writes_no_carriage_returns_into_a_log(monkeypatch):
     run_epoch(ProgressBar(), trainer, FakeClock(), 100, seconds_per_step=0.0)
     text = sys.stderr.getvalue()
     assert "\r" not in text and len(text.splitlines()) == 2
+

@@ -123,7 +123,11 @@ class ProgressBar(Callback):
             and not math.isnan(value)
             and (shown is None or key in shown or key == "val_loss")
         )
-        line = f"epoch {trainer.state.epoch}: {summary}"
+        # After a stop inside an epoch (a time or iteration budget), the weights validated
+        # are those of that unfinished epoch, which is the one to name.
+        state = trainer.state
+        epoch = state.epoch + (1 if getattr(state, "batch_in_epoch", 0) else 0)
+        line = f"epoch {epoch}: {summary}"
         if self._is_plain():
             self._flush_stopped_epoch(trainer)  # before the metrics it led to
             print(line, file=sys.stderr, flush=True)
