@@ -100,4 +100,3 @@ def test_default_bar_writes_no_carriage_returns_into_a_log(monkeypatch):
     run_epoch(ProgressBar(), trainer, FakeClock(), 100, seconds_per_step=0.0)
     text = sys.stderr.getvalue()
     assert "\r" not in text and len(text.splitlines()) == 2
-

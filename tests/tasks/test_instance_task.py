@@ -157,3 +157,15 @@ def test_config_pairs_datasets_with_tasks():
     with pytest.raises(ConfigError, match=r"data\.annotations has no effect"):
         parse_config({"task": "instance", "data": {"dataset": "pennfudan", "root": "x",
                                                    "annotations": "a.json"}})  # fmt: skip
+
+
+def test_a_detector_under_the_semantic_task_says_which_task_it_needs():
+    from pixelseg.tasks.semantic_data import build_datasets
+    from pixelseg.tasks.semantic_setup import build_model
+
+    config = parse_config(
+        {"data": {"synthetic": {"num_train": 2, "num_val": 2, "size": 32}},
+         "model": {"name": "maskrcnn"}}
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="set task: instance"):
+        build_model(config, build_datasets(config))

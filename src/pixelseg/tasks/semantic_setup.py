@@ -12,7 +12,7 @@ from torch import nn
 from pixelseg import losses, models
 from pixelseg.checkpoints import package_version
 from pixelseg.config import ExperimentConfig
-from pixelseg.errors import CheckpointError
+from pixelseg.errors import CheckpointError, ConfigError
 from pixelseg.tasks.base import DataBundle, TaskPlugin
 from pixelseg.tasks.semantic import SemanticTask
 from pixelseg.tasks.semantic_data import build_datasets
@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 def build_model(config: ExperimentConfig, bundle: DataBundle) -> nn.Module:
     """The model named in ``config.model`` for the bundle's classes."""
     spec = model_spec(config, bundle.num_classes)
+    if spec["name"] not in models.available():
+        from pixelseg.models.detection import DETECTOR_NAMES
+
+        if spec["name"] in DETECTOR_NAMES:
+            raise ConfigError(
+                f"model.name {spec['name']!r} is an instance segmentation model; set "
+                "task: instance (the config's task is 'semantic')"
+            )
     return models.create(
         spec["name"],
         spec["num_classes"],

@@ -29,13 +29,17 @@ from torch import nn
 
 from pixelseg.errors import InvalidInputError, closest_match, unknown_choice
 
-__all__ = ["available_detectors", "create_detector", "detector_options"]
+__all__ = ["DETECTOR_NAMES", "available_detectors", "create_detector", "detector_options"]
 
 # name -> (module, builder function); the first line of the builder's docstring describes it.
 _BUILDERS: dict[str, tuple[str, str]] = {
     "maskrcnn": ("pixelseg.models.detection.maskrcnn", "build_maskrcnn"),
     "yolact": ("pixelseg.models.detection.yolact", "build_yolact"),
 }
+
+
+#: The detector names, without importing their modules.
+DETECTOR_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def _builder(name: str) -> Callable[..., nn.Module]:
