@@ -303,11 +303,13 @@ def _run(args: argparse.Namespace) -> int:
         print("encoders:")
         for name, description in models.available_encoders().items():
             print(f"  {name:<16} {description}")
-        from pixelseg.models.detection import available_detectors
+        from pixelseg.models.detection import available_detectors, detector_options
 
-        print("instance models (task: instance):")
+        print("instance models (task: instance; model.options below):")
         for name, description in available_detectors().items():
             print(f"  {name:<16} {description}")
+            print(textwrap.fill(", ".join(detector_options(name)), 88, initial_indent=" " * 19,
+                                subsequent_indent=" " * 19))  # fmt: skip
         return 0
     if args.command == "demo":
         _check_folder(args.out, "--out")
