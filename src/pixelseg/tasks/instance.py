@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixelseg.coco_format import encode_masks, mask_api
 from pixelseg.errors import InvalidInputError
-from pixelseg.metrics.coco_match import AREA_RANGES, MAX_DETS, STAT_NAMES
+from pixelseg.metrics.coco_match import AREA_RANGES, MAX_DETS, STAT_NAMES, summarize
 from pixelseg.metrics.coco_stream import CocoEvaluator
 
 __all__ = ["METRIC_NAMES", "InstanceMetrics", "InstanceTask", "match_counts"]
@@ -69,8 +70,6 @@ class InstanceMetrics:
 
     def compute(self) -> dict[str, Any]:
         """The 24 COCO stats (``mask_*``, ``box_*``) and ``per_class`` AP and AP50."""
-        from pixelseg.metrics.coco_match import summarize
-
         result: dict[str, Any] = {}
         per_class: dict[str, dict[str, float]] = {}
         for iou_type, arrays in self.accumulated().items():
@@ -104,13 +103,17 @@ def match_counts(
     report's score threshold) matched greedily by score to same-class, non-crowd ground
     truths at mask IoU >= ``iou_threshold``. Crowd regions neither count as missed nor make
     a detection on them false, as in COCO."""
-    gt_masks = target["masks"].bool().flatten(1).float()
-    crowd = target.get("iscrowd", torch.zeros(len(gt_masks))).bool().cpu()
-    dt_masks = (prediction["masks"][:, 0] > 0.5).flatten(1).float()
+    crowd = target.get("iscrowd", torch.zeros(len(target["labels"]))).bool().cpu()
     gt_labels, dt_labels = target["labels"].cpu(), prediction["labels"].cpu()
-    inter = (dt_masks @ gt_masks.T).cpu()
-    union = dt_masks.sum(1, keepdim=True).cpu() + gt_masks.sum(1).cpu()[None] - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+    # pycocotools' RLE IoU (crowds: intersection over the detection's area, as COCO has
+    # it), not a dense [D, H*W] matmul, which at 800x1333 pixels would take gigabytes.
+    dt_rles = encode_masks((prediction["masks"][:, 0] > 0.5).cpu().numpy())
+    gt_rles = encode_masks(target["masks"].bool().cpu().numpy())
+    if dt_rles and gt_rles:
+        ious = mask_api().iou(dt_rles, gt_rles, crowd.int().tolist())
+        iou = torch.as_tensor(np.asarray(ious, dtype=np.float64)).reshape(len(dt_rles), -1)
+    else:
+        iou = torch.zeros(len(dt_rles), len(gt_rles), dtype=torch.float64)
     iou[dt_labels[:, None] != gt_labels[None, :]] = 0.0
     taken = torch.zeros(len(gt_labels), dtype=torch.bool)
     found = false = 0

@@ -159,10 +159,6 @@ def check_checkpoint(
         )
 
 
-def _summary(metrics: dict[str, Any]) -> str:
-    return InstanceTask.summary(metrics)
-
-
 def _model_names() -> list[str]:
     from pixelseg.models.detection import available_detectors
 
@@ -179,7 +175,7 @@ PLUGIN = TaskPlugin(
     task_from_checkpoint=task_from_checkpoint,
     predictor_from_checkpoint=predictor_from_checkpoint,
     check_checkpoint=check_checkpoint,
-    summary=_summary,
+    summary=InstanceTask.summary,
     checkpoint_keys=("classes", "model_spec"),
     model_names=_model_names,
 )
