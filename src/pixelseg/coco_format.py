@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "encode_masks",
     "mask_api",
+    "polygon_problem",
     "segmentation_to_rle",
     "xywh_to_xyxy",
     "xyxy_to_xywh",
@@ -40,7 +41,7 @@ def mask_api() -> ModuleType:
     return mask_utils
 
 
-def _polygon_problem(polygon: Any) -> tuple[str | None, list[float] | None]:
+def polygon_problem(polygon: Any) -> tuple[str | None, list[float] | None]:
     """``(why the polygon is unusable, None)`` or ``(None, its coordinates as floats)`` for a
     flat ``[x1, y1, x2, y2, ...]`` list; checked in numpy, since ground truth holds
     thousands of polygons of tens of coordinates."""
@@ -76,7 +77,7 @@ def segmentation_to_rle(
     if isinstance(segmentation, list):
         problems, valid = [], []
         for polygon in segmentation:
-            problem, coords = _polygon_problem(polygon)
+            problem, coords = polygon_problem(polygon)
             if problem:
                 problems.append(problem)
             else:

@@ -275,3 +275,67 @@ def test_merged_shards_equal_one_evaluator() -> None:
         merged.merge(whole)
     merged.sync()  # outside torch.distributed: a no-op
     assert merged.compute() == whole.compute()
+
+
+def test_box_iou_combos_equals_pycocotools_bit_for_bit() -> None:
+    from pixelseg.metrics.coco import box_iou_combos
+
+    rng = np.random.default_rng(3)
+    # Random, touching, nested, zero-width and identical boxes; some ground truths crowds.
+    dt = np.round(rng.uniform(0, 40, size=(30, 4)), 2)
+    gt = np.round(rng.uniform(0, 40, size=(20, 4)), 2)
+    gt[0] = dt[0]
+    gt[1] = [dt[1, 0] + dt[1, 2], dt[1, 1], 5.0, 5.0]  # touches dt[1] on its right edge
+    dt[2, 2] = 0.0
+    gt[3] = [dt[3, 0] + 1, dt[3, 1] + 1, dt[3, 2] / 3, dt[3, 3] / 3]  # inside dt[3]
+    crowd = rng.random(20) < 0.3
+    ref = np.asarray(mask_utils.iou(dt.tolist(), gt.tolist(), crowd.astype(int).tolist()))
+    d, g = (a.reshape(-1) for a in np.meshgrid(np.arange(30), np.arange(20), indexing="ij"))
+    ours = box_iou_combos(dt, gt, crowd, d, g).reshape(30, 20)
+    assert np.array_equal(ours, ref)  # not allclose: the same float operations
+
+
+def test_matching_in_small_chunks_equals_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large evaluations are matched chunk by chunk to bound memory; chunks must not change a bit.
+    import pixelseg.metrics.coco_match as coco_match
+
+    gt, results = cases.make_case(5)
+    whole = coco_accumulate(gt, results, "segm")
+    monkeypatch.setattr(coco_match, "_CHUNK_ELEMENTS", 1)  # every pair its own chunk
+    chunked = coco_accumulate(gt, results, "segm")
+    assert np.array_equal(whole["precision"], chunked["precision"])
+    assert np.array_equal(whole["recall"], chunked["recall"])
+
+
+def test_multi_polygon_and_single_polygon_ground_truth_equal_pycocotools() -> None:
+    # Single polygons take a batched path, several polygons per object the general one.
+    square = [[2.0, 2.0, 12.0, 2.0, 12.0, 12.0, 2.0, 12.0]]
+    two = [[20.0, 20.0, 28.0, 20.0, 28.0, 28.0], [30.0, 30.0, 38.0, 30.0, 38.0, 38.0, 30.0, 38.0]]
+    gt = {
+        "images": [{"id": i, "file_name": f"{i}.png", "height": 48, "width": 40} for i in (1, 2)],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {
+                "id": n + 1,
+                "image_id": image,
+                "category_id": 1,
+                "segmentation": seg,
+                "area": float(
+                    mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(seg, 48, 40)))
+                ),
+                "bbox": [0.0, 0.0, 1.0, 1.0],
+                "iscrowd": 0,
+            }
+            for n, (image, seg) in enumerate([(1, square), (1, two), (2, two), (2, square)])
+        ],
+    }
+    results = []
+    for image in (1, 2):
+        for seg, score in ((square, 0.9), (two, 0.6)):
+            shifted = [[v + 1.0 for v in poly] for poly in seg]
+            rle = mask_utils.merge(mask_utils.frPyObjects(shifted, 48, 40))
+            rle["counts"] = rle["counts"].decode("ascii")
+            results.append(
+                {"image_id": image, "category_id": 1, "segmentation": rle, "score": score}
+            )
+    _assert_equal_to_pycocotools(gt, results, "segm")

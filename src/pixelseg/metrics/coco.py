@@ -18,19 +18,28 @@ every category with ground truth.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pixelseg.coco_format import mask_api, segmentation_to_rle
+from pixelseg.coco_format import mask_api, polygon_problem, segmentation_to_rle
 from pixelseg.errors import DataError, InvalidInputError
-from pixelseg.metrics.coco_match import MAX_DETS, PairRecord, accumulate, summarize
+from pixelseg.metrics.coco_match import PairTable, accumulate, pair_table, summarize
 
-__all__ = ["IOU_TYPES", "coco_accumulate", "coco_evaluate", "image_pairs"]
+__all__ = [
+    "IOU_TYPES",
+    "box_iou_combos",
+    "coco_accumulate",
+    "coco_evaluate",
+    "image_table",
+    "mask_iou_combos",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,44 +70,87 @@ def _warn_dropped(kind: str, items: list[str], why: str) -> None:
         logger.warning("%d %s dropped, %s: %s", len(items), kind, why, shown)
 
 
-def _iou(regions_dt: Any, regions_gt: Any, crowd: np.ndarray) -> np.ndarray:
-    """IoU ``[D, G]`` by ``pycocotools.mask.iou`` (the reference's own C code, so equal)."""
-    num_d, num_g = len(regions_dt), len(regions_gt)
-    if num_d == 0 or num_g == 0:
-        return np.zeros((num_d, num_g))
-    ious = mask_api().iou(regions_dt, regions_gt, [int(c) for c in crowd])
-    return np.asarray(ious, dtype=np.float64).reshape(num_d, num_g)
+def box_iou_combos(
+    dt_xywh: np.ndarray, gt_xywh: np.ndarray, crowd: np.ndarray, d: np.ndarray, g: np.ndarray
+) -> np.ndarray:
+    """IoU of boxes ``dt_xywh[d[i]]`` and ``gt_xywh[g[i]]`` (crowd: over the detection's area).
+
+    Written out rather than calling ``pycocotools.mask.iou`` per image because it runs for
+    every combo of every image in one pass; the operations are maskApi.c's ``bbIou`` in its
+    order, in float64, so the values are the reference's bit for bit (tested).
+    """
+    db, gb = dt_xywh[d], gt_xywh[g]
+    w = np.minimum(db[:, 2] + db[:, 0], gb[:, 2] + gb[:, 0]) - np.maximum(db[:, 0], gb[:, 0])
+    h = np.minimum(db[:, 3] + db[:, 1], gb[:, 3] + gb[:, 1]) - np.maximum(db[:, 1], gb[:, 1])
+    inter = w * h
+    dt_area = db[:, 2] * db[:, 3]
+    union = np.where(crowd[g], dt_area, dt_area + gb[:, 2] * gb[:, 3] - inter)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / union
+    return np.where((w > 0) & (h > 0), iou, 0.0)
 
 
-def image_pairs(image: int, gt: Mapping[str, Any], dt: Mapping[str, Any]) -> list[PairRecord]:
+def mask_iou_combos(
+    dt_rles: Sequence[Any],
+    gt_rles: Sequence[Any],
+    crowd: np.ndarray,
+    dt_image: np.ndarray,
+    gt_image: np.ndarray,
+    d: np.ndarray,
+    g: np.ndarray,
+) -> np.ndarray:
+    """IoU of RLEs ``dt_rles[d[i]]`` and ``gt_rles[g[i]]`` by ``pycocotools.mask.iou`` (the
+    reference's own C code, so equal), one call per image for all its detections and
+    ground truths: a call costs more than the few extra IoUs it computes."""
+    out = np.zeros(len(d))
+    if not len(d):
+        return out
+    iou = mask_api().iou
+    d_lists, d_pos = _by_image(dt_image)
+    g_lists, g_pos = _by_image(gt_image)
+    image = dt_image[d]
+    bounds = np.flatnonzero(np.r_[True, image[1:] != image[:-1], True]).tolist()
+    for start, stop in itertools.pairwise(bounds):
+        ds, gs = d_lists[int(image[start])], g_lists[int(image[start])]
+        values = iou([dt_rles[i] for i in ds], [gt_rles[i] for i in gs], crowd[gs].tolist())
+        values = np.asarray(values, dtype=np.float64).reshape(len(ds), len(gs))
+        out[start:stop] = values[d_pos[d[start:stop]], g_pos[g[start:stop]]]
+    return out
+
+
+def _by_image(image: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """``{image: indices of its items}`` and each item's position in its image's list."""
+    order = np.argsort(image, kind="stable")
+    keys, starts, counts = np.unique(image[order], return_index=True, return_counts=True)
+    position = np.empty(len(image), dtype=np.int64)
+    position[order] = np.arange(len(image)) - np.repeat(starts, counts)
+    groups = np.split(order, starts[1:])
+    return dict(zip(keys.tolist(), groups, strict=True)), position
+
+
+def image_table(
+    image: int, gt: Mapping[str, Any], dt: Mapping[str, Any], iou_type: str
+) -> PairTable:
     """The (image, category) pairs of one image, with their IoUs computed.
 
     ``gt``: ``category`` int ``[G]`` (index into the sorted category ids), ``regions`` (list
-    of RLEs, or float64 ``[G, 4]`` xywh boxes), ``crowd`` bool, ``area`` float64 and
-    ``id_zero`` bool ``[G]``, in annotation order. ``dt``: ``category``, ``regions``,
-    ``score`` and ``area`` ``[D]`` in result order.
+    of RLEs for ``segm``, or float64 ``[G, 4]`` xywh boxes for ``bbox``), ``crowd`` bool,
+    ``area`` float64 and ``id_zero`` bool ``[G]``, in annotation order. ``dt``:
+    ``category``, ``regions``, ``score`` and ``area`` ``[D]`` in result order.
     """
-    # One IoU call per image (not per category): the same values, far fewer calls into C.
-    full = _iou(dt["regions"], gt["regions"], gt["crowd"])
-    pairs = []
-    for k in sorted(set(gt["category"].tolist()) | set(dt["category"].tolist())):
-        g = np.flatnonzero(gt["category"] == k)
-        d = np.flatnonzero(dt["category"] == k)
-        # Stable sort by descending score, cut to the largest maxDets, as COCOeval does.
-        d = d[np.argsort(-dt["score"][d], kind="mergesort")][: MAX_DETS[-1]]
-        pairs.append(
-            PairRecord(
-                image=image,
-                category=int(k),
-                ious=full[np.ix_(d, g)],
-                gt_crowd=gt["crowd"][g],
-                gt_area=gt["area"][g],
-                gt_id_zero=gt["id_zero"][g],
-                dt_score=dt["score"][d],
-                dt_area=dt["area"][d],
-            )
-        )
-    return pairs
+    gt = {**gt, "image": np.full(len(gt["category"]), image, dtype=np.int64)}
+    dt = {**dt, "image": np.full(len(dt["category"]), image, dtype=np.int64)}
+    return pair_table(gt, dt, _combo_iou(gt, dt, iou_type))
+
+
+def _combo_iou(
+    gt: Mapping[str, Any], dt: Mapping[str, Any], iou_type: str
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    if iou_type == "bbox":
+        return lambda d, g: box_iou_combos(dt["regions"], gt["regions"], gt["crowd"], d, g)
+    return lambda d, g: mask_iou_combos(
+        dt["regions"], gt["regions"], gt["crowd"], dt["image"], gt["image"], d, g
+    )
 
 
 def _ground_truth(data: Any, name: str, iou_type: str) -> tuple[dict, dict, list[dict]]:
@@ -151,8 +203,39 @@ def _segm_region(item: Mapping, size: tuple, where: str) -> dict[str, Any]:
     return rle
 
 
-def _results(data: Any, images: dict, categories: dict, iou_type: str) -> list[tuple]:
-    """``(image_id, k, region, score, area)`` per usable result, in file order."""
+def _ground_truth_rles(anns: Sequence[Mapping[str, Any]], images: Mapping) -> list[Any]:
+    """Each annotation's segmentation as an RLE, as ``COCO.annToRLE`` gives it.
+
+    The usual cases skip the general converter: a compressed RLE of the image's size is used
+    as it is, and single valid polygons of one image size go to ``frPyObjects`` in one call
+    (merging one polygon's RLE returns it unchanged, so the result is annToRLE's).
+    """
+    out: list[Any] = [None] * len(anns)
+    polygons: dict[tuple[int, int], list[tuple[int, list[float]]]] = {}
+    for i, ann in enumerate(anns):
+        segmentation = ann["segmentation"]
+        height, width = images[ann["image_id"]]
+        if type(height) is int and type(width) is int:
+            if type(segmentation) is dict and type(segmentation.get("counts")) in (str, bytes):
+                if segmentation.get("size") == [height, width]:
+                    out[i] = segmentation
+                    continue
+            elif type(segmentation) is list and len(segmentation) == 1:
+                problem, coords = polygon_problem(segmentation[0])
+                if problem is None:
+                    polygons.setdefault((height, width), []).append((i, coords))  # type: ignore[arg-type]
+                    continue
+        out[i] = _segm_region(ann, (height, width), f"ground truth annotation {ann['id']}")
+    for (height, width), items in polygons.items():
+        rles = mask_api().frPyObjects([coords for _, coords in items], height, width)
+        for (i, _), rle in zip(items, rles, strict=True):
+            out[i] = rle
+    return out
+
+
+def _results(data: Any, images: dict, categories: dict, iou_type: str) -> dict[str, Any]:
+    """The usable results, in file order, as columns: ``image_id`` (list), ``category``
+    (index), ``score``, ``area`` and ``regions`` (RLEs, or ``[N, 4]`` xywh boxes)."""
     if not isinstance(data, list):
         raise DataError(f"results must be a JSON list of objects, got {type(data).__name__}")
     unknown_img = sorted({str(r.get("image_id")) for r in data if r.get("image_id") not in images})
@@ -165,27 +248,70 @@ def _results(data: Any, images: dict, categories: dict, iou_type: str) -> list[t
     # is its box's w*h, even for segm evaluation; otherwise it is the mask's pixel count.
     box_area = bool(data) and bool(data[0].get("bbox"))
     mask_utils = mask_api()
-    out, unknown_cat = [], []
+    image_ids, labels, regions, scores, areas, unknown_cat = [], [], [], [], [], []
     for i, res in enumerate(data):
-        where = f"result {i} (image_id {res['image_id']!r})"
         score = res.get("score")
-        if isinstance(score, bool) or not isinstance(score, int | float) or not np.isfinite(score):
-            raise DataError(f"{where}: score must be a finite number, got {score!r}")
-        if res.get("category_id") not in categories:
+        if type(score) is not float and (
+            isinstance(score, bool) or not isinstance(score, int | float)
+        ):
+            raise DataError(
+                f"result {i} (image_id {res['image_id']!r}): score must be a finite "
+                f"number, got {score!r}"
+            )
+        if not math.isfinite(score):
+            raise DataError(
+                f"result {i} (image_id {res['image_id']!r}): score must be a finite "
+                f"number, got {score!r}"
+            )
+        label = categories.get(res.get("category_id"))
+        if label is None:
             unknown_cat.append(f"{i} (category_id {res.get('category_id')!r})")
             continue
-        if iou_type == "segm" or not box_area or not res.get("bbox"):
-            if "segmentation" not in res:
-                raise DataError(f"{where} has neither a 'segmentation' nor a 'bbox'")
-            rle = _segm_region(res, images[res["image_id"]], where)
-        if box_area and len(res.get("bbox") or ()) != 4:
-            raise DataError(f"{where}: bbox must be [x, y, w, h], got {res.get('bbox')!r}")
-        box = res["bbox"] if res.get("bbox") else list(mask_utils.toBbox(rle))
-        region = rle if iou_type == "segm" else [float(v) for v in box]
-        area = float(box[2] * box[3]) if box_area else float(mask_utils.area(rle))
-        out.append((res["image_id"], categories[res["category_id"]], region, float(score), area))
+        bbox = res.get("bbox")
+        rle = None
+        if iou_type == "segm" or not box_area or not bbox:
+            rle = _result_rle(res, images[res["image_id"]], i)
+        if box_area and len(bbox or ()) != 4:
+            raise DataError(
+                f"result {i} (image_id {res['image_id']!r}): bbox must be [x, y, w, h], "
+                f"got {bbox!r}"
+            )
+        box = bbox if bbox else list(mask_utils.toBbox(rle))
+        image_ids.append(res["image_id"])
+        labels.append(label)
+        scores.append(score)
+        regions.append(rle if iou_type == "segm" else box)
+        areas.append(box[2] * box[3] if box_area else rle)
     _warn_dropped("results", unknown_cat, "their category is not in the ground truth")
-    return out
+    if not box_area and areas:  # mask pixel counts, one call into C for all
+        areas = mask_utils.area(areas).tolist()
+    return {
+        "image_id": image_ids,
+        "category": np.array(labels, dtype=np.int64),
+        "score": np.array(scores, dtype=np.float64),
+        "area": np.array(areas, dtype=np.float64),
+        "regions": regions
+        if iou_type == "segm"
+        else np.array(regions, dtype=np.float64).reshape(-1, 4),
+    }
+
+
+def _result_rle(res: Mapping[str, Any], size: tuple, index: int) -> Any:
+    """The result's segmentation as an RLE pycocotools takes (a compressed RLE of the right
+    size, the usual case, is used as it is)."""
+    segmentation = res.get("segmentation")
+    if (
+        type(segmentation) is dict
+        and type(segmentation.get("counts")) in (str, bytes)
+        and segmentation.get("size") == [size[0], size[1]]
+    ):
+        return segmentation
+    if segmentation is None:
+        raise DataError(
+            f"result {index} (image_id {res['image_id']!r}) has neither a 'segmentation' nor "
+            "a 'bbox'"
+        )
+    return _segm_region(res, size, f"result {index} (image_id {res['image_id']!r})")
 
 
 def coco_accumulate(
@@ -202,38 +328,26 @@ def coco_accumulate(
     res_data, _ = _load(results_json, "results")
     images, categories, anns = _ground_truth(gt_data, gt_name, iou_type)
     results = _results(res_data, images, categories, iou_type)
-    gt_by_image: dict[Any, list[Mapping]] = {}
-    for ann in anns:
-        gt_by_image.setdefault(ann["image_id"], []).append(ann)
-    dt_by_image: dict[Any, list[tuple]] = {}
-    for res in results:
-        dt_by_image.setdefault(res[0], []).append(res)
-    pairs: list[PairRecord] = []
-    for rank, image_id in enumerate(sorted(set(gt_by_image) | set(dt_by_image))):
-        g, d = gt_by_image.get(image_id, []), dt_by_image.get(image_id, [])
-        if iou_type == "segm":
-            g_regions: Any = [
-                _segm_region(a, images[image_id], f"ground truth annotation {a['id']}") for a in g
-            ]
-            d_regions: Any = [r[2] for r in d]
-        else:
-            g_regions = np.array([a["bbox"] for a in g], dtype=np.float64).reshape(-1, 4)
-            d_regions = np.array([r[2] for r in d], dtype=np.float64).reshape(-1, 4)
-        gt = {
-            "category": np.array([categories[a["category_id"]] for a in g], dtype=np.int64),
-            "regions": g_regions,
-            "crowd": np.array([bool(a.get("iscrowd", 0)) for a in g], dtype=bool),
-            "area": np.array([a["area"] for a in g], dtype=np.float64),
-            "id_zero": np.array([a["id"] == 0 for a in g], dtype=bool),
-        }
-        dt = {
-            "category": np.array([r[1] for r in d], dtype=np.int64),
-            "regions": d_regions,
-            "score": np.array([r[3] for r in d], dtype=np.float64),
-            "area": np.array([r[4] for r in d], dtype=np.float64),
-        }
-        pairs.extend(image_pairs(rank, gt, dt))
-    return accumulate(pairs, len(categories))
+    rank = {image_id: r for r, image_id in enumerate(sorted(images))}  # COCOeval's order
+    gt = {
+        "image": np.array([rank[a["image_id"]] for a in anns], dtype=np.int64),
+        "category": np.array([categories[a["category_id"]] for a in anns], dtype=np.int64),
+        "crowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+        "area": np.array([a["area"] for a in anns], dtype=np.float64),
+        "id_zero": np.array([a["id"] == 0 for a in anns], dtype=bool),
+    }
+    if iou_type == "segm":
+        gt["regions"] = _ground_truth_rles(anns, images)
+    else:
+        gt["regions"] = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    dt = {
+        "image": np.array([rank[i] for i in results["image_id"]], dtype=np.int64),
+        "category": results["category"],
+        "score": results["score"],
+        "area": results["area"],
+        "regions": results["regions"],
+    }
+    return accumulate(pair_table(gt, dt, _combo_iou(gt, dt, iou_type)), len(categories))
 
 
 def coco_evaluate(

@@ -17,8 +17,8 @@ import torch
 
 from pixelseg.coco_format import encode_masks, mask_api, xyxy_to_xywh
 from pixelseg.errors import InvalidInputError
-from pixelseg.metrics.coco import IOU_TYPES, image_pairs
-from pixelseg.metrics.coco_match import PairRecord, accumulate, summarize
+from pixelseg.metrics.coco import IOU_TYPES, image_table
+from pixelseg.metrics.coco_match import PairTable, accumulate, summarize
 
 __all__ = ["CocoEvaluator", "detections_to_coco_results"]
 
@@ -115,7 +115,7 @@ class CocoEvaluator:
 
     def reset(self) -> None:
         """Forget every image seen."""
-        self._pairs: dict[str, list[PairRecord]] = {t: [] for t in self.iou_types}
+        self._tables: dict[str, list[PairTable]] = {t: [] for t in self.iou_types}
         self._image_ids: set[int] = set()
 
     def _labels(self, value: Any, where: str) -> np.ndarray:
@@ -183,7 +183,7 @@ class CocoEvaluator:
                         f"target masks {gt_masks.shape[1:]}"
                     )
                 gt["regions"], dt["regions"] = encode_masks(gt_masks), encode_masks(dt_masks)
-            self._pairs[iou_type].extend(image_pairs(image_id, gt, dt))
+            self._tables[iou_type].append(image_table(image_id, gt, dt, iou_type))
         self._image_ids.add(image_id)
 
     def merge(self, other: CocoEvaluator) -> CocoEvaluator:
@@ -199,7 +199,7 @@ class CocoEvaluator:
                 f"both evaluators hold image ids {sorted(shared)[:5]}: each image is scored once"
             )
         for iou_type in self.iou_types:
-            self._pairs[iou_type].extend(other._pairs[iou_type])
+            self._tables[iou_type].extend(other._tables[iou_type])
         self._image_ids |= other._image_ids
         return self
 
@@ -211,12 +211,12 @@ class CocoEvaluator:
         if not (dist.is_available() and dist.is_initialized()):
             return
         parts: list[Any] = [None] * dist.get_world_size(group)  # type: ignore[arg-type]
-        dist.all_gather_object(parts, (self._pairs, self._image_ids), group=group)  # type: ignore[arg-type]
+        dist.all_gather_object(parts, (self._tables, self._image_ids), group=group)  # type: ignore[arg-type]
         self.reset()
-        for pairs, image_ids in parts:
+        for tables, image_ids in parts:
             other = CocoEvaluator.__new__(CocoEvaluator)
             other.num_classes, other.iou_types = self.num_classes, self.iou_types
-            other._pairs, other._image_ids = pairs, image_ids
+            other._tables, other._image_ids = tables, image_ids
             self.merge(other)
 
     @property
@@ -225,7 +225,10 @@ class CocoEvaluator:
 
     def accumulate(self) -> dict[str, dict[str, np.ndarray]]:
         """Per IoU type, ``precision [T, R, K, A, M]`` and ``recall [T, K, A, M]``."""
-        return {t: accumulate(pairs, self.num_classes) for t, pairs in self._pairs.items()}
+        return {
+            t: accumulate(PairTable.concat(tables), self.num_classes)
+            for t, tables in self._tables.items()
+        }
 
     def compute(self) -> dict[str, dict[str, float]]:
         """Per IoU type, the twelve COCO stats by name (see ``coco_evaluate``)."""
