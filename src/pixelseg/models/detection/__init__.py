@@ -16,6 +16,12 @@ evaluator and ``predict`` treat them alike:
 A builder's options are its keyword arguments, nothing hidden; an unknown option is an
 error naming the closest valid one. Builders are imported on first use, so a detector's
 module loads only when it is asked for.
+
+Panoptic models have their own factory, ``create_panoptic_model(name, num_things,
+num_stuff, **options)``: the instance contract above plus a ``semantic`` target
+(int64 ``[H, W]``: 0 things, ``1..num_stuff`` stuff, 255 void) in training and
+``semantic`` float32 logits ``[num_stuff + 1, H, W]`` in each prediction. They are not
+instance detectors (``DETECTOR_NAMES`` leaves them out).
 """
 
 from __future__ import annotations
@@ -29,7 +35,16 @@ from torch import nn
 
 from pixelseg.errors import InvalidInputError, closest_match, unknown_choice
 
-__all__ = ["DETECTOR_NAMES", "available_detectors", "create_detector", "detector_options"]
+__all__ = [
+    "DETECTOR_NAMES",
+    "PANOPTIC_MODEL_NAMES",
+    "available_detectors",
+    "available_panoptic_models",
+    "create_detector",
+    "create_panoptic_model",
+    "detector_options",
+    "panoptic_model_options",
+]
 
 # name -> (module, builder function); the first line of the builder's docstring describes it.
 _BUILDERS: dict[str, tuple[str, str]] = {
@@ -41,12 +56,45 @@ _BUILDERS: dict[str, tuple[str, str]] = {
 #: The detector names, without importing their modules.
 DETECTOR_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
+_PANOPTIC_BUILDERS: dict[str, tuple[str, str]] = {
+    "panoptic_fpn": ("pixelseg.models.detection.panoptic_fpn", "build_panoptic_fpn"),
+}
+
+#: The panoptic model names, without importing their modules.
+PANOPTIC_MODEL_NAMES: tuple[str, ...] = tuple(_PANOPTIC_BUILDERS)
+
 
 def _builder(name: str) -> Callable[..., nn.Module]:
     if name not in _BUILDERS:
         raise unknown_choice("instance model", name, _BUILDERS)
     module, function = _BUILDERS[name]
     return getattr(importlib.import_module(module), function)
+
+
+def _panoptic_builder(name: str) -> Callable[..., nn.Module]:
+    if name not in _PANOPTIC_BUILDERS:
+        raise unknown_choice("panoptic model", name, _PANOPTIC_BUILDERS)
+    module, function = _PANOPTIC_BUILDERS[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def _keyword_options(builder: Callable[..., nn.Module], positional: tuple[str, ...]) -> list[str]:
+    params = inspect.signature(builder).parameters.values()
+    return [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in positional
+    ]
+
+
+def _check_options(kind: str, name: str, options: dict[str, Any], valid: list[str]) -> None:
+    for key in options:
+        if key not in valid:
+            hint = closest_match(key, valid)
+            shown = f"{key!r} (did you mean {hint!r}?)" if hint else repr(key)
+            raise InvalidInputError(
+                f"unknown option {shown} for {kind} {name!r} (options: {', '.join(valid)})"
+            )
 
 
 def available_detectors() -> dict[str, str]:
@@ -56,12 +104,7 @@ def available_detectors() -> dict[str, str]:
 
 def detector_options(name: str) -> list[str]:
     """The keyword options of detector ``name`` (besides ``num_classes``)."""
-    params = inspect.signature(_builder(name)).parameters.values()
-    return [
-        p.name
-        for p in params
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "num_classes"
-    ]
+    return _keyword_options(_builder(name), ("num_classes",))
 
 
 def create_detector(name: str, num_classes: int, **options: Any) -> nn.Module:
@@ -69,12 +112,28 @@ def create_detector(name: str, num_classes: int, **options: Any) -> nn.Module:
     builder = _builder(name)
     if int(num_classes) < 1:
         raise InvalidInputError(f"an instance model needs at least 1 class, got {num_classes}")
-    valid = detector_options(name)
-    for key in options:
-        if key not in valid:
-            hint = closest_match(key, valid)
-            shown = f"{key!r} (did you mean {hint!r}?)" if hint else repr(key)
-            raise InvalidInputError(
-                f"unknown option {shown} for instance model {name!r} (options: {', '.join(valid)})"
-            )
+    _check_options("instance model", name, options, detector_options(name))
     return builder(num_classes=int(num_classes), **options)
+
+
+def available_panoptic_models() -> dict[str, str]:
+    """Panoptic model name -> one-line description."""
+    return {
+        name: (inspect.getdoc(_panoptic_builder(name)) or name).splitlines()[0]
+        for name in _PANOPTIC_BUILDERS
+    }
+
+
+def panoptic_model_options(name: str) -> list[str]:
+    """The keyword options of panoptic model ``name`` (besides ``num_things``, ``num_stuff``)."""
+    return _keyword_options(_panoptic_builder(name), ("num_things", "num_stuff"))
+
+
+def create_panoptic_model(name: str, num_things: int, num_stuff: int, **options: Any) -> nn.Module:
+    """Build panoptic model ``name`` for ``num_things`` instance and ``num_stuff`` stuff classes.
+
+    The builder checks both counts (>= 1) and every option's value.
+    """
+    builder = _panoptic_builder(name)
+    _check_options("panoptic model", name, options, panoptic_model_options(name))
+    return builder(num_things=num_things, num_stuff=num_stuff, **options)
