@@ -8,6 +8,7 @@ from pixelseg.reports.charts import (
     plot_class_iou,
     plot_confusion_matrix,
     plot_score_distributions,
+    pq_per_class_chart,
 )
 from pixelseg.reports.gallery import (
     WorstK,
@@ -26,6 +27,7 @@ __all__ = [
     "plot_class_iou",
     "plot_confusion_matrix",
     "plot_score_distributions",
+    "pq_per_class_chart",
     "render_panoptic",
     "select_worst_samples",
     "to_jsonable",
