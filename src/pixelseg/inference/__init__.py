@@ -1,4 +1,5 @@
-"""Inference: sliding windows, test-time augmentation, predictors, and writing masks."""
+"""Inference: sliding windows, test-time augmentation, predictors, panoptic fusion, and
+writing masks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pixelseg.inference.masks_io import (
     overlay,
     save_index_mask,
 )
+from pixelseg.inference.panoptic_fusion import FusionSettings, fuse_panoptic, naive_paste
 from pixelseg.inference.pipeline import compose_predictor, model_from_checkpoint
 from pixelseg.inference.predictor import as_predictor, extract_logits
 from pixelseg.inference.sliding_window import (
@@ -22,6 +24,7 @@ from pixelseg.inference.tta import flip_tta
 
 __all__ = [
     "IGNORE_COLOR",
+    "FusionSettings",
     "Predictor",
     "as_predictor",
     "colorize",
@@ -29,9 +32,11 @@ __all__ = [
     "default_palette",
     "extract_logits",
     "flip_tta",
+    "fuse_panoptic",
     "gaussian_importance_map",
     "load_index_mask",
     "model_from_checkpoint",
+    "naive_paste",
     "overlay",
     "save_index_mask",
     "sliding_window_predict",

@@ -1,4 +1,5 @@
-"""Evaluation reports: charts, the worst-cases gallery, and metric tables (PNG, CSV, JSON)."""
+"""Evaluation reports: charts, the worst-cases gallery, the panoptic picture, and metric
+tables (PNG, CSV, JSON)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pixelseg.reports.charts import (
     plot_class_iou,
     plot_confusion_matrix,
     plot_score_distributions,
+    pq_per_class_chart,
 )
 from pixelseg.reports.gallery import (
     WorstK,
@@ -15,6 +17,7 @@ from pixelseg.reports.gallery import (
     worst_cases_gallery,
     worst_k_indices,
 )
+from pixelseg.reports.panoptic_overlay import render_panoptic
 from pixelseg.reports.tables import to_jsonable, write_metrics_json, write_per_image_csv
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "plot_class_iou",
     "plot_confusion_matrix",
     "plot_score_distributions",
+    "pq_per_class_chart",
+    "render_panoptic",
     "select_worst_samples",
     "to_jsonable",
     "worst_cases_gallery",

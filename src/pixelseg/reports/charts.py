@@ -1,4 +1,5 @@
-"""Evaluation charts written as PNG files: per-class IoU, confusion matrix, score distributions.
+"""Evaluation charts written as PNG files: per-class IoU and PQ, confusion matrix, score
+distributions.
 
 Uses matplotlib's object-oriented API (``Figure`` + ``FigureCanvasAgg``), never ``pyplot``: no
 global figure state, no display needed, safe in threads and on headless servers.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,6 +27,8 @@ __all__ = [
     "plot_class_iou",
     "plot_confusion_matrix",
     "plot_score_distributions",
+    "pq_per_class_chart",
+    "pq_per_class_figure",
     "save_figure",
     "score_distributions_figure",
 ]
@@ -296,3 +300,85 @@ def plot_score_distributions(
 ) -> Path:
     """Write :func:`score_distributions_figure` as a PNG to ``path``; returns ``path``."""
     return save_figure(score_distributions_figure(per_image, bins=bins, title=title), path)
+
+
+def _pq_groups(
+    per_class: Mapping[Any, Mapping[str, float]], categories: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, list[str], np.ndarray]]:
+    """``[(group, names, pq)]`` for things then stuff, each sorted by PQ (best first, NaN
+    last); a group without categories is left out."""
+    if not categories:
+        raise InvalidInputError("categories is empty: give the COCO panoptic categories")
+    scores = {int(cid): value for cid, value in per_class.items()}
+    known = {int(cat["id"]) for cat in categories}
+    unknown = sorted(set(scores) - known)
+    if unknown:
+        raise InvalidInputError(f"per_class has category ids {unknown} that are not in categories")
+    groups = []
+    for group, isthing in (("things", True), ("stuff", False)):
+        rows = []
+        for cat in categories:
+            if bool(cat["isthing"]) != isthing:
+                continue
+            pq = float(scores.get(int(cat["id"]), {}).get("pq", math.nan))
+            rows.append((str(cat.get("name", cat["id"])), pq))
+        rows.sort(key=lambda row: -row[1] if math.isfinite(row[1]) else math.inf)
+        if rows:
+            groups.append((group, [r[0] for r in rows], np.array([r[1] for r in rows])))
+    return groups
+
+
+def pq_per_class_figure(
+    per_class: Mapping[Any, Mapping[str, float]],
+    categories: Sequence[Mapping[str, Any]],
+    *,
+    title: str = "PQ per class",
+) -> Figure:
+    """Horizontal PQ bars (0-1 scale) per category, one panel for things and one for stuff.
+
+    ``per_class``: ``{category id: {"pq": ...}}`` (``PanopticQuality.compute()["per_class"]``);
+    ``categories``: COCO panoptic categories (``id``, ``isthing``, ``name``). Within a panel
+    the best class is on top; a class that is NaN or missing from ``per_class`` gets no bar
+    and an "n/a" label, at the bottom, and the panel title gives the mean over the others.
+    """
+    groups = _pq_groups(per_class, categories)
+    rows = max(len(names) for _, names, _ in groups)
+    fig = new_figure(6.0 * len(groups), max(2.5, 0.3 * rows + 1.5))
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    backing = {"facecolor": "white", "edgecolor": "none", "pad": 0.5}
+    for ax, (group, names, values), color in zip(
+        axes, groups, ("tab:orange", "tab:green"), strict=False
+    ):
+        finite = np.isfinite(values)
+        positions = np.arange(values.size)
+        bars = ax.barh(positions, np.where(finite, values, 0.0), color=color, height=0.7)
+        for row, value, bar in zip(positions, values, bars, strict=True):
+            label = f"{value:.3f}" if np.isfinite(value) else "n/a"
+            ax.text(
+                bar.get_width() + 0.01,
+                row,
+                label,
+                va="center",
+                fontsize=8,
+                color="black" if np.isfinite(value) else "grey",
+                bbox=backing,
+            )
+        ax.set_yticks(positions, names, fontsize=8)
+        ax.set_ylim(rows - 0.5, -0.5)  # same row height in both panels, best on top
+        ax.set_xlim(0.0, 1.12)
+        ax.set_xlabel("PQ")
+        mean = f"mean {values[finite].mean():.3f}" if finite.any() else "n/a"
+        ax.set_title(f"{group} ({mean}, {int(finite.sum())}/{values.size} classes)", fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+def pq_per_class_chart(
+    per_class: Mapping[Any, Mapping[str, float]],
+    categories: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "PQ per class",
+) -> Path:
+    """Write :func:`pq_per_class_figure` as a PNG to ``path``; returns ``path``."""
+    return save_figure(pq_per_class_figure(per_class, categories, title=title), path)
