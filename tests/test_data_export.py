@@ -9,8 +9,20 @@ import pytest
 import torch
 
 from pixelseg.cli import main
-from pixelseg.data import CocoInstances, PennFudan, SyntheticInstances
-from pixelseg.data_export import EXPORT_SOURCES, export_dataset, instance_source
+from pixelseg.data import (
+    CocoInstances,
+    CocoPanoptic,
+    PennFudan,
+    SyntheticInstances,
+    SyntheticPanoptic,
+)
+from pixelseg.data_export import (
+    EXPORT_SOURCES,
+    PANOPTIC_EXPORT_SOURCES,
+    export_dataset,
+    instance_source,
+    panoptic_source,
+)
 from pixelseg.errors import DataError, InvalidInputError
 
 PENNFUDAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pennfudan"
@@ -119,3 +131,46 @@ def test_pennfudan_export_reloads_as_the_same_instances(tmp_path: Path, capsys) 
     coco = CocoInstances(out / "images", out / "instances.json")
     assert coco.classes == ["pedestrian"]
     _assert_same_instances(PennFudan(PENNFUDAN, split="val"), coco)
+
+
+def test_shapes_export_as_coco_panoptic_reloads_as_the_same_samples(tmp_path: Path) -> None:
+    path = export_dataset("shapes", tmp_path, "coco_panoptic", num=3, size=40, seed=2)
+    assert path == tmp_path / "panoptic.json"
+    assert sorted(p.name for p in (tmp_path / "panoptic").iterdir()) == [
+        f"shape_0000{i}.png" for i in range(3)
+    ]
+    back = CocoPanoptic(tmp_path / "images", path)
+    source = SyntheticPanoptic(3, size=40, seed=2)
+    assert back.categories == source.categories
+    assert len(back) == 3
+    for i in range(3):
+        expected, got = source[i], back[i]
+        for key in ("image", "boxes", "labels", "masks", "iscrowd", "area", "semantic"):
+            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+        torch.testing.assert_close(got["panoptic"], expected["panoptic"], rtol=0, atol=0)
+        assert got["segments_info"] == expected["segments_info"]
+        assert (got["image_id"], got["name"]) == (expected["image_id"], expected["name"])
+    with pytest.raises(DataError, match="overwrite"):
+        export_dataset("shapes", tmp_path, "coco_panoptic", num=1, size=32)
+
+
+def test_coco_panoptic_export_of_a_source_without_stuff_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"'pennfudan' has no panoptic form.*: shapes"):
+        export_dataset("pennfudan", tmp_path, "coco_panoptic", root="x")
+    with pytest.raises(InvalidInputError, match=r"unknown data source 'shape'"):
+        export_dataset("shape", tmp_path, "coco_panoptic")
+    with pytest.raises(InvalidInputError, match=r"'split' does not apply"):
+        export_dataset("shapes", tmp_path, "coco_panoptic", split="val")
+    assert PANOPTIC_EXPORT_SOURCES == ("shapes",)
+    assert len(panoptic_source("shapes", num=2, size=32)[0]["segments_info"]) >= 2
+
+
+def test_cli_exports_shapes_as_coco_panoptic(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "pan"
+    argv = ["data", "export", "shapes", "--format", "coco_panoptic", "--out", str(out)]
+    assert main([*argv, "--num", "2", "--size", "32", "--seed", "5"]) == 0
+    assert str(out / "panoptic.json") in capsys.readouterr().out
+    back = CocoPanoptic(out / "images", out / "panoptic.json")
+    torch.testing.assert_close(
+        back[1]["panoptic"], SyntheticPanoptic(2, size=32, seed=5)[1]["panoptic"]
+    )

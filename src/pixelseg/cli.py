@@ -67,7 +67,10 @@ DATA_EXPORT_NOTES = (
     "writes OUT/instances.json and OUT/images/<name>.png: masks as compressed RLE (lossless), "
     "images as PNG, categories with ids 1..K in label order. Sources: shapes (the synthetic "
     "circles, squares and triangles; --num, --size, --seed) and pennfudan (--root, --split). "
-    "Reload with pixelseg.data.CocoInstances(OUT/images, OUT/instances.json)."
+    "Reload with pixelseg.data.CocoInstances(OUT/images, OUT/instances.json). "
+    "--format coco_panoptic (shapes, textures as stuff) writes OUT/panoptic.json, "
+    "OUT/panoptic/<name>.png and OUT/images; reload with "
+    "pixelseg.data.CocoPanoptic(OUT/images, OUT/panoptic.json)."
 )
 
 

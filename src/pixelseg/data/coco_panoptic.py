@@ -301,7 +301,8 @@ def write_panoptic(
     Each record holds ``image_id``, ``file_name`` (``<name>.png``), ``ids`` (integer
     ``[H, W]`` id map, 0 = VOID) and ``segments_info`` (``id``, ``category_id``, optional
     ``iscrowd`` and other keys, kept). ``area`` and ``bbox`` are computed from the map.
-    ``images`` defaults to ``{"id", "height", "width"}`` per record. Records may come from a
+    ``images`` defaults to ``{"id", "height", "width"}`` per record, plus ``file_name`` when
+    the record holds ``image_file_name`` (the image's, not the PNG's). Records may come from a
     generator: each PNG is staged as it comes, so only one id map is held at a time.
 
     All records are validated (see the module docstring) before anything reaches
@@ -320,6 +321,7 @@ def write_panoptic(
     try:
         annotations: list[dict[str, Any]] = []
         sizes: dict[int, tuple[int, int]] = {}
+        image_files: dict[int, str] = {}
         for record in records:
             entry, ids = _annotation_record(record, by_id)
             if entry["image_id"] in sizes:
@@ -327,10 +329,16 @@ def write_panoptic(
             if (staging / entry["file_name"]).exists():
                 raise DataError(f"file_name {entry['file_name']!r} is used by two images")
             sizes[entry["image_id"]] = ids.shape
+            if "image_file_name" in record:
+                image_files[entry["image_id"]] = str(record["image_file_name"])
             Image.fromarray(id_to_rgb(ids)).save(staging / entry["file_name"])
             annotations.append(entry)
         if images is None:
-            images = [{"id": i, "height": h, "width": w} for i, (h, w) in sizes.items()]
+            images = [
+                {"id": i, "height": h, "width": w}
+                | ({"file_name": image_files[i]} if i in image_files else {})
+                for i, (h, w) in sizes.items()
+            ]
         doc = {
             "info": dict(info or {}),
             "images": [dict(im) for im in images],

@@ -64,6 +64,7 @@ __all__ = [
     "InstanceTransform",
     "TransformedInstances",
     "build_instance_transforms",
+    "build_ops",
     "fit_boxes_to_masks",
 ]
 
@@ -169,9 +170,9 @@ INSTANCE_TRANSFORM_NAMES: tuple[str, ...] = tuple(sorted(_BUILDERS))
 _PHOTOMETRIC = frozenset({"color"})
 
 
-def _build_op(index: int, entry: Any) -> v2.Transform:
+def _build_op(index: int, entry: Any, what: str) -> v2.Transform:
     """Build spec entry number ``index``; errors name the entry, the bad key and the valid ones."""
-    where = f"instance transforms[{index}]"
+    where = f"{what} transforms[{index}]"
     if not isinstance(entry, Mapping) or "name" not in entry:
         raise InvalidInputError(
             f"{where} must be a mapping with a 'name' key, got {entry!r}; "
@@ -180,7 +181,7 @@ def _build_op(index: int, entry: Any) -> v2.Transform:
     name = str(entry["name"])
     if name not in _BUILDERS:
         raise InvalidInputError(
-            f"{where}: {unknown_choice('instance transform', name, INSTANCE_TRANSFORM_NAMES)}"
+            f"{where}: {unknown_choice(f'{what} transform', name, INSTANCE_TRANSFORM_NAMES)}"
         )
     builder = _BUILDERS[name]
     params = inspect.signature(builder).parameters
@@ -252,23 +253,37 @@ class InstanceTransform:
             return self._apply(sample)
 
     def _apply(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        out, _ = self._transform(sample, ())
+        return fit_boxes_to_masks(out) if self.tidy else out
+
+    def _transform(
+        self, sample: Mapping[str, Any], maps: Sequence[torch.Tensor]
+    ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        """Run the pipeline over the sample's image, boxes and masks and the label ``maps``
+        (``[H, W]`` each: resized nearest, padded with 0, like the masks) in one draw; returns
+        the sample with the moved image, boxes and masks (untidied) and the moved maps."""
         image, masks = sample["image"], sample["masks"]
-        if image.ndim != 3 or masks.ndim != 3 or image.shape[-2:] != masks.shape[-2:]:
+        size = tuple(image.shape[-2:])
+        if (
+            image.ndim != 3
+            or masks.ndim != 3
+            or masks.shape[-2:] != size
+            or any(m.shape != size for m in maps)
+        ):
             raise DataError(
-                f"sample {sample.get('name', '?')!r}: image {tuple(image.shape)} and masks "
-                f"{tuple(masks.shape)} must be [C, H, W] and [N, H, W] of the same H, W"
+                f"sample {sample.get('name', '?')!r}: image {tuple(image.shape)}, masks "
+                f"{tuple(masks.shape)} and maps {[tuple(m.shape) for m in maps]} must be "
+                "[C, H, W], [N, H, W] and [H, W] of the same H, W"
             )
-        boxes = tv_tensors.BoundingBoxes(
-            sample["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:])
-        )
-        image_t, boxes_t, masks_t = self.pipeline(
-            tv_tensors.Image(image), boxes, tv_tensors.Mask(masks)
+        boxes = tv_tensors.BoundingBoxes(sample["boxes"], format="XYXY", canvas_size=size)
+        image_t, boxes_t, masks_t, *maps_t = self.pipeline(
+            tv_tensors.Image(image), boxes, tv_tensors.Mask(masks), *map(tv_tensors.Mask, maps)
         )
         out = dict(sample)
         out["image"] = image_t.as_subclass(torch.Tensor)
         out["boxes"] = boxes_t.as_subclass(torch.Tensor).to(sample["boxes"].dtype)
         out["masks"] = masks_t.as_subclass(torch.Tensor)
-        return fit_boxes_to_masks(out) if self.tidy else out
+        return out, [m.as_subclass(torch.Tensor) for m in maps_t]
 
     def __repr__(self) -> str:
         return f"InstanceTransform({self.pipeline.transforms}, tidy={self.tidy})"
@@ -282,9 +297,14 @@ def build_instance_transforms(
     the closest valid one and all valid ones."""
     if not specs:
         return None
-    ops = [_build_op(i, entry) for i, entry in enumerate(specs)]
-    tidy = any(entry["name"] not in _PHOTOMETRIC for entry in specs)
-    return InstanceTransform(ops, tidy=tidy)
+    return InstanceTransform(*build_ops(specs, "instance"))
+
+
+def build_ops(specs: Sequence[Mapping[str, Any]], what: str) -> tuple[list[v2.Transform], bool]:
+    """The v2 ops of ``specs`` and whether any is geometric (so targets need tidying).
+    ``what`` ("instance", "panoptic") names the spec list in errors."""
+    ops = [_build_op(i, entry, what) for i, entry in enumerate(specs)]
+    return ops, any(entry["name"] not in _PHOTOMETRIC for entry in specs)
 
 
 class TransformedInstances(Dataset):

@@ -272,7 +272,10 @@ class SyntheticShapes(Dataset):
         ``segments_info``: dicts with ``id``, ``category_id`` (see ``PANOPTIC_CATEGORIES``),
         ``isthing``, ``area`` and COCO ``bbox`` ``[x, y, w, h]``.
         """
-        scene = self._render(index)
+        return self._targets(self._render(index))
+
+    def _targets(self, scene: _Scene) -> dict[str, Any]:
+        """:meth:`instance_target` of a rendered scene (subclasses render once for both)."""
         h, w = self.size
         present = np.unique(scene.owner)
         present = present[present >= 0]
