@@ -13,6 +13,7 @@ from PIL import Image
 from pixelseg import workflows
 from pixelseg.cli import EXAMPLES, main
 from pixelseg.config import load_config
+from pixelseg.workflows import DEMO_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +105,7 @@ def test_eval_report_folder_is_what_the_help_says(tmp_path, monkeypatch, capsys)
 def test_shipped_configs_validate_and_demo_copy_matches():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         load_config(path)
-    for name in ("shapes_unet.yaml", "shapes_maskrcnn.yaml"):  # the demos' embedded copies
+    for name in DEMO_CONFIGS.values():  # the demos' embedded copies
         packaged = ROOT / "src" / "pixelseg" / "resources" / name
         assert packaged.read_text() == (ROOT / "configs" / name).read_text()
 

@@ -35,7 +35,8 @@ EXAMPLES = {
     "--calibration configs/shapes_unet.yaml --out runs/demo/model_int8.onnx",
     "models": "example: pixelseg models",
     "demo": "example: pixelseg demo --out runs/demo\n"
-    "         pixelseg demo --task instance --out runs/demo_instance",
+    "         pixelseg demo --task instance --out runs/demo_instance\n"
+    "         pixelseg demo --task panoptic --out runs/demo_panoptic",
     "data": "example: pixelseg data export shapes --format coco --num 100 --out data/shapes_coco\n"
     "         pixelseg data export pennfudan --root ../shared/data/pennfudan --split train "
     "--format coco --out data/pennfudan_train",
@@ -252,9 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, help="training time budget (default: config's)")
     demo.add_argument(
         "--task",
-        choices=("semantic", "instance"),
+        choices=("semantic", "instance", "panoptic"),
         default="semantic",
-        help="semantic: U-Net on shape classes; instance: Mask R-CNN on shape objects",
+        help="semantic: U-Net on shape classes; instance: Mask R-CNN on shape objects; "
+        "panoptic: Panoptic FPN on shapes (things) and background textures (stuff)",
     )
 
     _add_data_commands(command)
@@ -306,13 +308,17 @@ def _run(args: argparse.Namespace) -> int:
         print("encoders:")
         for name, description in models.available_encoders().items():
             print(f"  {name:<16} {description}")
-        from pixelseg.models.detection import available_detectors, detector_options
+        from pixelseg.models import detection
 
-        print("instance models (task: instance; model.options below):")
-        for name, description in available_detectors().items():
-            print(f"  {name:<16} {description}")
-            print(textwrap.fill(", ".join(detector_options(name)), 88, initial_indent=" " * 19,
-                                subsequent_indent=" " * 19))  # fmt: skip
+        for task, names, options in (
+            ("instance", detection.available_detectors(), detection.detector_options),
+            ("panoptic", detection.available_panoptic_models(), detection.panoptic_model_options),
+        ):
+            print(f"{task} models (task: {task}; model.options below):")
+            for name, description in names.items():
+                print(f"  {name:<16} {description}")
+                print(textwrap.fill(", ".join(options(name)), 88, initial_indent=" " * 19,
+                                    subsequent_indent=" " * 19))  # fmt: skip
         return 0
     if args.command == "demo":
         _check_folder(args.out, "--out")

@@ -36,6 +36,7 @@ __all__ = [
     "LossTerm",
     "ModelConfig",
     "OptimizerConfig",
+    "PanopticConfig",
     "PredictConfig",
     "SchedulerConfig",
     "SyntheticConfig",
@@ -66,15 +67,17 @@ class SyntheticConfig(_Section):
 class DataConfig(_Section):
     """Where images and masks come from and how they are augmented and batched."""
 
-    dataset: Literal["synthetic", "folder", "camvid", "voc", "membrane", "pennfudan", "coco"] = (
-        "synthetic"
-    )
+    dataset: Literal[
+        "synthetic", "folder", "camvid", "voc", "membrane", "pennfudan", "coco", "coco_panoptic"
+    ] = "synthetic"
     root: str | None = None
     images: str | None = None
     masks: str | None = None
     val_images: str | None = None
     val_masks: str | None = None
-    # COCO instances (task instance): annotation files, relative to root like the images.
+    # COCO instances (task instance) or COCO panoptic JSONs (task panoptic): annotation
+    # files, relative to root like the images. For coco_panoptic, masks / val_masks name the
+    # PNG folders (default: the JSON path without .json, as panopticapi lays them out).
     annotations: str | None = None
     val_annotations: str | None = None
     # Instance data: keep training images without objects (they teach what is not one).
@@ -129,6 +132,11 @@ class DataConfig(_Section):
             raise ValueError("data.dataset 'folder' needs data.images and data.masks directories")
         if self.dataset in ("camvid", "voc", "membrane", "pennfudan") and not self.root:
             raise ValueError(f"data.dataset {self.dataset!r} needs data.root")
+        if self.dataset == "coco_panoptic" and not (self.root or self.annotations):
+            raise ValueError(
+                "data.dataset 'coco_panoptic' needs data.root (a folder with panoptic.json, "
+                "panoptic/ and images/) or data.annotations and data.images"
+            )
         if self.dataset == "coco" and not (self.root or self.annotations):
             raise ValueError(
                 "data.dataset 'coco' needs data.root (a folder with instances.json and images/) "
@@ -176,6 +184,10 @@ _DATASET_KEYS: dict[str, frozenset[str]] = {
     "coco": frozenset(
         {"root", "images", "annotations", "val_images", "val_annotations", "val_fraction",
          "split_seed", "keep_empty"}
+    ),
+    "coco_panoptic": frozenset(
+        {"root", "images", "annotations", "masks", "val_images", "val_annotations",
+         "val_masks", "val_fraction", "split_seed", "keep_empty"}
     ),
 }  # fmt: skip
 _SOURCE_KEYS = frozenset().union(*_DATASET_KEYS.values())
@@ -281,17 +293,18 @@ class TrainConfig(_Section):
 
 #: The task plug-ins (``pixelseg.tasks.TASKS`` has the same names; a test keeps them equal).
 #: Spelled out here so that the config validates without importing torch.
-TASK_NAMES: tuple[str, ...] = ("semantic", "instance")
+TASK_NAMES: tuple[str, ...] = ("semantic", "instance", "panoptic")
 
 #: The ``data.dataset`` sources each task reads (synthetic shapes serve every task).
 TASK_DATASETS: dict[str, tuple[str, ...]] = {
     "semantic": ("synthetic", "folder", "camvid", "voc", "membrane"),
     "instance": ("synthetic", "pennfudan", "coco"),
+    "panoptic": ("synthetic", "coco_panoptic"),
 }
 
 #: Sections that only some tasks read (the rest serve every task). Setting one for a task
 #: that ignores it is an error naming the task, not a silent no-op.
-TASK_SECTIONS: dict[str, tuple[str, ...]] = {"loss": ("semantic",)}
+TASK_SECTIONS: dict[str, tuple[str, ...]] = {"loss": ("semantic",), "panoptic": ("panoptic",)}
 
 
 def _window(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -321,6 +334,21 @@ class PredictConfig(_Section):
     _check_window = field_validator("window")(_window)
 
 
+class PanopticConfig(_Section):
+    """How a panoptic model's instances and semantic map are fused (detectron2's rules and
+    defaults; see :func:`pixelseg.inference.fuse_panoptic`)."""
+
+    # Instances scoring below this are dropped.
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    # An instance whose pixels are already taken by more than this fraction is dropped.
+    overlap_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    # Stuff regions smaller than this many pixels are dropped (detectron2's 4096 suits
+    # 800-pixel images; scale it with the image area).
+    stuff_area_threshold: int = Field(4096, ge=0)
+    # Instance mask probabilities at or above this are the instance's pixels.
+    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class ExperimentConfig(_Section):
     """One experiment: the root of the YAML file."""
 
@@ -334,6 +362,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     predict: PredictConfig = PredictConfig()
+    panoptic: PanopticConfig = PanopticConfig()
 
     @field_validator("task")
     @classmethod

@@ -354,7 +354,11 @@ def export_model(
 
 
 #: The embedded experiment each task's demo runs (``configs/`` holds the same files).
-DEMO_CONFIGS = {"semantic": "shapes_unet.yaml", "instance": "shapes_maskrcnn.yaml"}
+DEMO_CONFIGS = {
+    "semantic": "shapes_unet.yaml",
+    "instance": "shapes_maskrcnn.yaml",
+    "panoptic": "shapes_panoptic_fpn.yaml",
+}
 
 
 def demo_config(

@@ -139,6 +139,11 @@ class CocoPanoptic(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def names(self) -> list[str]:
+        """Each sample's name (its image's file stem), in sample order."""
+        return [entry.image_path.stem for entry in self.entries]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.entries[index]
         where = (

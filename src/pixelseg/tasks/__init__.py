@@ -12,6 +12,8 @@ from pixelseg.errors import unknown_choice
 from pixelseg.tasks.base import DataBundle, MetricAccumulator, Task, TaskPlugin
 from pixelseg.tasks.instance import InstanceTask
 from pixelseg.tasks.instance_setup import PLUGIN as INSTANCE
+from pixelseg.tasks.panoptic import PanopticTask
+from pixelseg.tasks.panoptic_setup import PLUGIN as PANOPTIC
 from pixelseg.tasks.semantic import SemanticTask
 from pixelseg.tasks.semantic_setup import PLUGIN as SEMANTIC
 
@@ -20,6 +22,7 @@ __all__ = [
     "DataBundle",
     "InstanceTask",
     "MetricAccumulator",
+    "PanopticTask",
     "SemanticTask",
     "Task",
     "TaskPlugin",
@@ -30,6 +33,7 @@ __all__ = [
 TASKS: dict[str, TaskPlugin] = {
     "semantic": SEMANTIC,
     "instance": INSTANCE,
+    "panoptic": PANOPTIC,
 }
 
 

@@ -138,7 +138,9 @@ class DataBundle:
     ``split`` the train/validation split when it was drawn rather than fixed by the data
     (stems and, for group splits, which groups went where), which a run saves as
     ``splits.json`` so that ``eval`` and a resumed run reuse it; ``category_ids`` the
-    source's own id of each label ``1..K`` (COCO category ids), for tasks that write them.
+    source's own id of each label ``1..K`` (COCO category ids), for tasks that write them;
+    ``categories`` the COCO panoptic categories (``id``, ``name``, ``isthing``) for tasks
+    that tell things from stuff.
     """
 
     train: Dataset
@@ -151,6 +153,7 @@ class DataBundle:
     train_stored: Dataset | None = None
     split: dict[str, Any] | None = None
     category_ids: list[int] | None = None
+    categories: list[dict[str, Any]] | None = None
 
     @property
     def num_classes(self) -> int:

@@ -19,7 +19,7 @@ from pixelseg.errors import ConfigError, DataError
 from pixelseg.tasks.base import DataBundle
 from pixelseg.tasks.semantic_data import SYNTHETIC_VAL_SEED_OFFSET, normalization
 
-__all__ = ["build_instance_data"]
+__all__ = ["build_instance_data", "check_saved_split"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def build_instance_data(
     else:  # config validation lists the datasets of each task; this guards a new one
         raise ConfigError(f"data.dataset {data.dataset!r} has no instance targets")
     if split is not None and record is not None:
-        _check_saved_split(split, record)
+        check_saved_split(split, record)
     classes = list(train.classes)
     stored = train
     transform = build_instance_transforms(data.augment)
@@ -153,7 +153,7 @@ class _Subset(Subset):
         return self.dataset.categories  # type: ignore[attr-defined]
 
 
-def _check_saved_split(saved: dict[str, Any], drawn: dict[str, Any]) -> None:
+def check_saved_split(saved: dict[str, Any], drawn: dict[str, Any]) -> None:
     """A resumed or evaluated run must see the validation images it was trained beside."""
     if sorted(saved["val"]) != sorted(drawn["val"]):
         raise ConfigError(
