@@ -5,6 +5,15 @@ or a NIfTI file into ``array [I, J, K]`` with a voxel -> RAS+ mm affine, and wri
 predictions that overlay their input. :mod:`pixelseg.medical.preprocess` holds windowing,
 normalisation, resampling, lung extraction and cropping. pydicom, nibabel and scipy are
 imported on first use (``pip install 'pixelseg[medical]'``).
+
+Import these from their modules (they are not loaded by ``import pixelseg.medical``):
+:mod:`~pixelseg.medical.phantom` (synthetic chest CT, the default data),
+:mod:`~pixelseg.medical.phantom_dataset` (phantoms as NIfTI pairs or an MSD dataset),
+:mod:`~pixelseg.medical.dicom_writer` (a volume as a CT DICOM series),
+:mod:`~pixelseg.medical.datasets` (``NiftiPairs``, ``MSDDataset``),
+:mod:`~pixelseg.medical.prepare` (DICOM/NIfTI folders to an MSD dataset) and
+:mod:`~pixelseg.medical.patches` (axis order, the foreground-oversampling patch sampler and
+the torch ``PatchDataset``).
 """
 
 from __future__ import annotations
