@@ -36,7 +36,10 @@ EXAMPLES = {
     "models": "example: pixelseg models",
     "demo": "example: pixelseg demo --out runs/demo\n"
     "         pixelseg demo --task instance --out runs/demo_instance\n"
-    "         pixelseg demo --task panoptic --out runs/demo_panoptic",
+    "         pixelseg demo --task panoptic --out runs/demo_panoptic\n"
+    "         pixelseg demo --task volumetric --out runs/demo_volumetric",
+    "medical": "example: pixelseg medical prepare scans/ --labels masks/ --classes background "
+    "tumour --out data/lung_msd\n         pixelseg medical phantoms --num 10 --out data/phantoms",
     "data": "example: pixelseg data export shapes --format coco --num 100 --out data/shapes_coco\n"
     "         pixelseg data export pennfudan --root ../shared/data/pennfudan --split train "
     "--format coco --out data/pennfudan_train",
@@ -253,13 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, help="training time budget (default: config's)")
     demo.add_argument(
         "--task",
-        choices=("semantic", "instance", "panoptic"),
+        choices=("semantic", "instance", "panoptic", "volumetric"),
         default="semantic",
         help="semantic: U-Net on shape classes; instance: Mask R-CNN on shape objects; "
-        "panoptic: Panoptic FPN on shapes (things) and background textures (stuff)",
+        "panoptic: Panoptic FPN on shapes (things) and background textures (stuff); "
+        "volumetric: 3D U-Net on CT phantoms (lung nodules)",
     )
 
     _add_data_commands(command)
+    _add_medical_commands(command)
     return parser
 
 
@@ -293,6 +298,65 @@ def _add_data_commands(command: Any) -> None:
     export.add_argument("--num", type=int, help="shapes: number of images (default 100)")
     export.add_argument("--size", type=int, help="shapes: image side in pixels (default 128)")
     export.add_argument("--seed", type=int, help="shapes: scenes seed (default 0)")
+
+
+def _add_medical_commands(command: Any) -> None:
+    """``pixelseg medical ACTION``: turn DICOM/NIfTI folders into an MSD-layout dataset, or
+    write phantom CT datasets."""
+    medical = command("medical", "Medical volumes: prepare an MSD dataset, write phantoms.")
+    actions = medical.add_subparsers(
+        dest="medical_command", required=True, metavar="ACTION", parser_class=_CommandParser
+    )
+    prepare = command(
+        "prepare",
+        "DICOM series and NIfTI volumes (+ label NIfTIs) into an MSD-layout dataset.",
+        under=actions,
+        example="medical",
+    )
+    prepare.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="a folder whose NIfTI files and subfolders (one DICOM series each) are the "
+        "cases, or the case paths themselves",
+    )
+    prepare.add_argument("--out", required=True, help="the new dataset folder (must be empty)")
+    prepare.add_argument("--labels", help="folder of label NIfTIs named like the cases")
+    prepare.add_argument(
+        "--classes", nargs="+", default=["background", "foreground"], help="label names, 0 first"
+    )
+    prepare.add_argument("--name", default="Dataset", help="dataset name in dataset.json")
+    prepare.add_argument("--modality", default="CT", help="modality in dataset.json (CT, MR)")
+    phantoms = command(
+        "phantoms",
+        "Write synthetic CT phantoms (lungs, vessels, nodules) as an MSD dataset.",
+        under=actions,
+        example="medical",
+    )
+    phantoms.add_argument("--out", required=True, help="the new dataset folder (must be empty)")
+    phantoms.add_argument("--num", type=int, default=10, help="training cases (default 10)")
+    phantoms.add_argument("--test", type=int, default=0, help="unlabelled test cases")
+    phantoms.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+
+
+def _medical(args: argparse.Namespace) -> int:
+    if args.medical_command == "prepare":
+        from pixelseg.medical.prepare import prepare_msd
+
+        path = prepare_msd(
+            args.inputs,
+            args.out,
+            labels=args.labels,
+            classes=args.classes,
+            name=args.name,
+            modality=args.modality,
+        )
+    else:
+        from pixelseg.medical.phantom_dataset import make_phantom_dataset
+
+        path = make_phantom_dataset(args.out, args.num, args.seed, num_test=args.test)
+    print(f"wrote {path / 'dataset.json'}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -331,6 +395,8 @@ def _run(args: argparse.Namespace) -> int:
         return _export(args)
     if args.command == "data":
         return _data_export(args)
+    if args.command == "medical":
+        return _medical(args)
     if args.command == "predict":
         _check_folder(args.out, "--out")
         if args.checkpoint and Path(args.checkpoint).suffix.lower() == ".onnx":

@@ -37,10 +37,12 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "PanopticConfig",
+    "PhantomConfig",
     "PredictConfig",
     "SchedulerConfig",
     "SyntheticConfig",
     "TrainConfig",
+    "VolumetricConfig",
     "apply_overrides",
     "dump_config",
     "load_config",
@@ -68,7 +70,16 @@ class DataConfig(_Section):
     """Where images and masks come from and how they are augmented and batched."""
 
     dataset: Literal[
-        "synthetic", "folder", "camvid", "voc", "membrane", "pennfudan", "coco", "coco_panoptic"
+        "synthetic",
+        "folder",
+        "camvid",
+        "voc",
+        "membrane",
+        "pennfudan",
+        "coco",
+        "coco_panoptic",
+        "msd",
+        "nifti",
     ] = "synthetic"
     root: str | None = None
     images: str | None = None
@@ -130,7 +141,11 @@ class DataConfig(_Section):
             raise ValueError("data.val_groups needs data.group_by (how stems name their group)")
         if self.dataset == "folder" and not (self.images and self.masks):
             raise ValueError("data.dataset 'folder' needs data.images and data.masks directories")
-        if self.dataset in ("camvid", "voc", "membrane", "pennfudan") and not self.root:
+        if self.dataset == "nifti" and not self.images:
+            raise ValueError(
+                "data.dataset 'nifti' needs data.images (and data.masks) folders of NIfTI files"
+            )
+        if self.dataset in ("camvid", "voc", "membrane", "pennfudan", "msd") and not self.root:
             raise ValueError(f"data.dataset {self.dataset!r} needs data.root")
         if self.dataset == "coco_panoptic" and not (self.root or self.annotations):
             raise ValueError(
@@ -188,6 +203,11 @@ _DATASET_KEYS: dict[str, frozenset[str]] = {
     "coco_panoptic": frozenset(
         {"root", "images", "annotations", "masks", "val_images", "val_annotations",
          "val_masks", "val_fraction", "split_seed", "keep_empty"}
+    ),
+    "msd": frozenset({"root", "val_fraction", "split_seed", "classes"}),
+    "nifti": frozenset(
+        {"root", "images", "masks", "val_images", "val_masks", "val_fraction", "split_seed",
+         "classes"}
     ),
 }  # fmt: skip
 _SOURCE_KEYS = frozenset().union(*_DATASET_KEYS.values())
@@ -293,18 +313,23 @@ class TrainConfig(_Section):
 
 #: The task plug-ins (``pixelseg.tasks.TASKS`` has the same names; a test keeps them equal).
 #: Spelled out here so that the config validates without importing torch.
-TASK_NAMES: tuple[str, ...] = ("semantic", "instance", "panoptic")
+TASK_NAMES: tuple[str, ...] = ("semantic", "instance", "panoptic", "volumetric")
 
 #: The ``data.dataset`` sources each task reads (synthetic shapes serve every task).
 TASK_DATASETS: dict[str, tuple[str, ...]] = {
     "semantic": ("synthetic", "folder", "camvid", "voc", "membrane"),
     "instance": ("synthetic", "pennfudan", "coco"),
     "panoptic": ("synthetic", "coco_panoptic"),
+    "volumetric": ("synthetic", "msd", "nifti"),
 }
 
 #: Sections that only some tasks read (the rest serve every task). Setting one for a task
 #: that ignores it is an error naming the task, not a silent no-op.
-TASK_SECTIONS: dict[str, tuple[str, ...]] = {"loss": ("semantic",), "panoptic": ("panoptic",)}
+TASK_SECTIONS: dict[str, tuple[str, ...]] = {
+    "loss": ("semantic", "volumetric"),
+    "panoptic": ("panoptic",),
+    "volumetric": ("volumetric",),
+}
 
 
 def _window(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -349,6 +374,48 @@ class PanopticConfig(_Section):
     mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class PhantomConfig(_Section):
+    """Synthetic CT phantoms, the volumetric task's embedded data (see
+    :func:`pixelseg.medical.phantom.make_phantom`); shapes in voxels (i, j, k)."""
+
+    num_train: int = Field(12, ge=1)
+    num_val: int = Field(4, ge=1)
+    shape: tuple[int, int, int] = (72, 72, 48)
+    spacing: tuple[float, float, float] = (2.0, 2.0, 2.5)
+    noise_hu: float = Field(25.0, ge=0.0)
+    num_nodules: tuple[int, int] = (1, 4)
+    nodule_mm: tuple[float, float] = (4.0, 20.0)
+
+
+class VolumetricConfig(_Section):
+    """3D training and inference: preprocessing, patches and sliding windows."""
+
+    # Patch (and sliding window) size in model axis order (k, j, i) = (D, H, W).
+    patch_size: tuple[int, int, int] = (48, 48, 48)
+    # Patches drawn per epoch, and the share centred on a foreground voxel (nnU-Net: 1/3).
+    samples_per_epoch: int = Field(64, ge=1)
+    foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)
+    # Intensities: a CT window (preset name or [center, width] in HU), z-score, percentile
+    # (0.5-99.5) scaling, or none.
+    intensity: Literal["window", "zscore", "percentile", "none"] = "window"
+    window: str | tuple[float, float] = "lung"
+    # Resample every volume to this spacing (mm along i, j, k) before anything else.
+    spacing: tuple[float, float, float] | None = None
+    # Sliding-window inference: overlap, windows per forward pass, Gaussian blending, flip
+    # TTA and an output memory budget (None: no limit).
+    overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    sw_batch_size: int = Field(2, ge=1)
+    tta: bool = False
+    memory_budget_mb: float | None = Field(None, gt=0.0)
+    # Predictions: keep only the largest connected component per class, and/or only what
+    # lies inside the lungs (lung extraction from the CT).
+    largest_component: bool = False
+    restrict_to_lung: bool = False
+    # The normalised surface Dice tolerance in mm.
+    nsd_tolerance_mm: float = Field(1.0, ge=0.0)
+    phantom: PhantomConfig = PhantomConfig()
+
+
 class ExperimentConfig(_Section):
     """One experiment: the root of the YAML file."""
 
@@ -363,6 +430,7 @@ class ExperimentConfig(_Section):
     eval: EvalConfig = EvalConfig()
     predict: PredictConfig = PredictConfig()
     panoptic: PanopticConfig = PanopticConfig()
+    volumetric: VolumetricConfig = VolumetricConfig()
 
     @field_validator("task")
     @classmethod

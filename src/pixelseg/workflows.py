@@ -358,6 +358,7 @@ DEMO_CONFIGS = {
     "semantic": "shapes_unet.yaml",
     "instance": "shapes_maskrcnn.yaml",
     "panoptic": "shapes_panoptic_fpn.yaml",
+    "volumetric": "phantom_unet3d.yaml",
 }
 
 
@@ -376,12 +377,32 @@ def demo_config(
     return parse_config(apply_overrides(raw, overrides), source=f"<embedded {name}>")
 
 
+def _demo_inputs(config: ExperimentConfig, folder: Path) -> None:
+    """Inputs the demo's ``predict`` reads: new shapes images, or new phantom volumes."""
+    if config.task == "volumetric":
+        from pixelseg.medical.nifti import write_nifti
+        from pixelseg.medical.phantom import make_phantom
+
+        syn = config.volumetric.phantom
+        for index in range(2):
+            image, _ = make_phantom(
+                config.seed + 777 + index, shape=syn.shape, spacing=syn.spacing,
+                noise_hu=syn.noise_hu, num_nodules=syn.num_nodules, nodule_mm=syn.nodule_mm,
+            )  # fmt: skip
+            write_nifti(image.array, image.affine, folder / f"phantom_{index}.nii.gz")
+        return
+    from pixelseg.data import SyntheticShapes
+
+    shapes = SyntheticShapes(4, size=config.data.synthetic.size * 2, seed=config.seed + 777)
+    for index in range(len(shapes)):
+        image, _ = shapes.generate(index)
+        Image.fromarray(image).save(folder / f"sample_{index}.png")
+
+
 def demo(
     out: str | Path = "runs/demo", minutes: float | None = None, task: str = "semantic"
 ) -> dict[str, Any]:
-    """Generate shapes, train, evaluate, predict: the whole job on embedded data."""
-    from pixelseg.data import SyntheticShapes
-
+    """Generate data, train, evaluate, predict: the whole job on embedded data."""
     started = time.perf_counter()
     config = demo_config(out, minutes, task)
     _, run_dir = train(config, out=out)
@@ -389,10 +410,7 @@ def demo(
     metrics = eval_checkpoint(config, run_dir / "last.pt", run_dir)
     samples_dir = run_dir / "samples"
     samples_dir.mkdir(parents=True, exist_ok=True)
-    shapes = SyntheticShapes(4, size=config.data.synthetic.size * 2, seed=config.seed + 777)
-    for index in range(len(shapes)):
-        image, _ = shapes.generate(index)
-        Image.fromarray(image).save(samples_dir / f"sample_{index}.png")
+    _demo_inputs(config, samples_dir)
     predict_files(run_dir / "last.pt", [str(samples_dir)], run_dir / "predictions")
     metrics["seconds"] = time.perf_counter() - started
     return metrics

@@ -13,15 +13,31 @@ from pixelseg.tasks import TASKS
 CASES = [(task, model) for task, plugin in TASKS.items() for model in plugin.model_names()]
 
 
+# What a task needs beyond the shared tiny config (volumes: one channel, small phantoms).
+TASK_EXTRAS = {
+    "volumetric": {
+        "data": {"in_channels": 1},
+        "model": {"options": {"depth": 2, "width": 4}},
+        "volumetric": {
+            "patch_size": [8, 16, 16],
+            "samples_per_epoch": 2,
+            "phantom": {"num_train": 2, "num_val": 2, "shape": [24, 24, 12],
+                        "spacing": [6.0, 6.0, 10.0]},
+        },
+    },
+}  # fmt: skip
+
+
 def tiny_config(task: str, model: str):
-    return parse_config(
-        {
-            "task": task,
-            "seed": 0,
-            "data": {"synthetic": {"num_train": 2, "num_val": 2, "size": 32}, "batch_size": 2},
-            "model": {"name": model},
-        }
-    )
+    raw = {
+        "task": task,
+        "seed": 0,
+        "data": {"synthetic": {"num_train": 2, "num_val": 2, "size": 32}, "batch_size": 2},
+        "model": {"name": model},
+    }
+    for section, values in TASK_EXTRAS.get(task, {}).items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return parse_config(raw)
 
 
 def test_every_task_offers_models():

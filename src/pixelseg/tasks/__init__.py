@@ -16,6 +16,8 @@ from pixelseg.tasks.panoptic import PanopticTask
 from pixelseg.tasks.panoptic_setup import PLUGIN as PANOPTIC
 from pixelseg.tasks.semantic import SemanticTask
 from pixelseg.tasks.semantic_setup import PLUGIN as SEMANTIC
+from pixelseg.tasks.volumetric import VolumetricTask
+from pixelseg.tasks.volumetric_setup import PLUGIN as VOLUMETRIC
 
 __all__ = [
     "TASKS",
@@ -26,6 +28,7 @@ __all__ = [
     "SemanticTask",
     "Task",
     "TaskPlugin",
+    "VolumetricTask",
     "get_plugin",
 ]
 
@@ -34,6 +37,7 @@ TASKS: dict[str, TaskPlugin] = {
     "semantic": SEMANTIC,
     "instance": INSTANCE,
     "panoptic": PANOPTIC,
+    "volumetric": VOLUMETRIC,
 }
 
 

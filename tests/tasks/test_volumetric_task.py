@@ -1,0 +1,95 @@
+"""The volumetric task's own pieces: post-processing, per-case metrics and their means,
+preprocessing settings that travel in checkpoints, and predictions mapped back onto the
+input's grid."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pixelseg.medical.volume import Volume
+from pixelseg.tasks.volumetric import (
+    InferenceSettings,
+    VolumetricMetrics,
+    VolumetricTask,
+    largest_components,
+)
+from pixelseg.tasks.volumetric_data import Preprocessing, prepare_case
+from pixelseg.tasks.volumetric_outputs import _to_source_grid
+
+
+def test_largest_component_keeps_one_blob_per_class():
+    labels = np.zeros((10, 10, 10), dtype=np.int64)
+    labels[1:4, 1:4, 1:4] = 1  # 27 voxels
+    labels[7:9, 7:9, 7:9] = 1  # 8 voxels: dropped
+    labels[6, 1, 1] = 2  # the only class-2 blob: kept
+    kept = largest_components(labels, 3)
+    assert (kept[1:4, 1:4, 1:4] == 1).all() and (kept[7:9, 7:9, 7:9] == 0).all()
+    assert kept[6, 1, 1] == 2
+
+
+def test_metrics_average_cases_and_leave_infinite_distances_out():
+    metrics = VolumetricMetrics(["background", "nodule"], tolerance=1.0)
+    target = np.zeros((8, 8, 8), dtype=np.int64)
+    target[2:6, 2:6, 2:6] = 1
+    batch = {"name": ["a", "b"], "mask": torch.from_numpy(np.stack([target, target])),
+             "spacing": [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0)]}  # fmt: skip
+    prediction = torch.from_numpy(np.stack([target, np.zeros_like(target)]))
+    metrics.update(prediction, batch)
+    result = metrics.compute()
+    assert result["dice"] == pytest.approx(0.5)  # 1.0 and 0.0
+    assert result["hd95"] == 0.0  # the missed case's infinite distance is left out...
+    assert result["missed_or_invented"] == 1  # ...and counted
+    assert result["num_cases"] == 2 and set(result["per_class"]) == {"nodule"}
+    other = VolumetricMetrics(["background", "nodule"])
+    other.rows = list(metrics.rows)
+    assert metrics.merge(other).compute()["dice"] == pytest.approx(0.5)
+
+
+def test_preprocessing_travels_as_a_dict_and_orders_axes_for_the_model():
+    settings = Preprocessing("window", (-600.0, 1500.0), (2.0, 2.0, 3.0))
+    assert Preprocessing.from_dict(settings.to_dict()) == settings
+    hu = np.full((6, 5, 4), -1350.0, dtype=np.float32)  # (i, j, k), all below the window
+    hu[5, 0, 0] = 150.0  # top of the lung window
+    affine = np.diag([1.0, 1.0, 1.5, 1.0])
+    case = prepare_case("x", Volume(hu, affine), None, Preprocessing("window", "lung", None))
+    assert case.image.shape == (1, 4, 5, 6)  # [C, k, j, i]
+    assert case.image[0, 0, 0, 5] == pytest.approx(1.0) and case.image.min() == 0.0
+    assert case.spacing == (1.5, 1.0, 1.0)  # mm along D, H, W
+
+
+def test_predictions_return_to_the_input_grid_after_resampling():
+    from pixelseg.medical.patches import model_to_volume
+
+    label = np.zeros((20, 16, 12), dtype=np.uint8)
+    label[5:15, 4:12, 3:9] = 1
+    affine = np.array([[1.0, 0, 0, -10], [0, 1.0, 0, 5], [0, 0, 2.0, 30], [0, 0, 0, 1]])
+    image = Volume(label.astype(np.float32) * 100.0, affine)
+    case = prepare_case(
+        "x", image, Volume(label, affine), Preprocessing("none", "lung", (2.0, 2.0, 2.0))
+    )
+    assert case.label is not None and case.label.shape == (12, 8, 10)  # resampled grid
+    back = _to_source_grid(model_to_volume(case.label), case)
+    assert back.shape == label.shape
+    # Nearest neighbour at half resolution: the only differences lie on the object's edge.
+    from scipy import ndimage
+
+    edge = ndimage.binary_dilation(label) & ~ndimage.binary_erosion(label)
+    assert (back != label).any() and not ((back != label) & ~edge).any()
+
+
+def test_task_refuses_a_single_class():
+    with pytest.raises(Exception, match="background and at least one class"):
+        VolumetricTask(["background"], None, inference=InferenceSettings(),
+                       preprocessing=Preprocessing())  # fmt: skip
+
+
+def test_summary_reads_validation_metrics_and_report_means():
+    plain = {"dice": 0.8, "iou": 0.7, "hd95": 3.0, "nsd": 0.9}
+    report = {k: {"mean": v} for k, v in plain.items()}
+    assert VolumetricTask.summary(plain) == VolumetricTask.summary(report)
+    assert "Dice 0.8000" in VolumetricTask.summary(plain)
+    assert not math.isnan(plain["dice"])
