@@ -2,10 +2,11 @@
 
 Works on any predictor (``Tensor [N, C_in, *window] -> Tensor [N, K, *window]``) and any number
 of spatial dimensions: 2D images ``[B, C, H, W]`` and 3D volumes ``[B, C, D, H, W]`` use the same
-code. Follows MONAI's ``sliding_window_inference`` and nnU-Net: windows step by
-``int(window * (1 - overlap))``, the last window is snapped to the far edge so every voxel is
-covered, overlapping outputs are averaged with a Gaussian importance map (sigma =
-``sigma_scale * window``) so that window borders, where context is poorest, count least.
+code. Follows MONAI's ``sliding_window_inference`` (same windows, same importance map, same
+results within float32 rounding): windows step by ``int(window * (1 - overlap))``, the last
+window is snapped to the far edge so every voxel is covered, overlapping outputs are averaged
+with a Gaussian importance map (sigma = ``sigma_scale * window``) so that window borders, where
+context is poorest, count least.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ PAD_MODES = ("constant", "reflect", "replicate", "circular")
 GAUSSIAN_FLOOR = 1e-3
 """Smallest importance weight. A Gaussian with sigma = window/8 falls to ~3e-4 at an edge and
 ~1e-7 in a 2D corner; without a floor the blended average at the image corners would divide
-near-zero by near-zero. MONAI clamps to the same value."""
+near-zero by near-zero. MONAI clamps its (unnormalised) map at the same absolute value, and so
+do we: flooring after scaling the peak to 1 moves the floor relative to the rest of the map for
+even windows and changes the blend where floored and unfloored weights meet."""
 
 
 def _as_tuple(value: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
@@ -64,11 +67,14 @@ def gaussian_importance_map(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Separable Gaussian weights ``[*window]``, peak 1, floored at :data:`GAUSSIAN_FLOOR`.
+    """Separable Gaussian weights ``[*window]``, floored at :data:`GAUSSIAN_FLOOR`, as MONAI's
+    ``compute_importance_map(mode="gaussian")``.
 
     Per axis ``g(i) = exp(-(i - c)^2 / (2 sigma^2))`` with ``c = (n - 1) / 2`` (the exact centre,
     so even windows are symmetric) and ``sigma = sigma_scale * n``; the N-d map is the product
-    of the axes, divided by its maximum, then clamped below at the floor.
+    of the axes, clamped below at the floor. It is not rescaled: the peak is 1 for odd windows
+    and ``exp(-sum 1 / (8 sigma^2))``, just below 1, for even ones (blending divides by the
+    summed weights, so only the floor's level relative to the map matters, and that is MONAI's).
     """
     window = tuple(int(w) for w in window)
     if not window or any(w <= 0 for w in window):
@@ -86,7 +92,6 @@ def gaussian_importance_map(
         g = g.reshape(shape)
         weights = g if weights is None else weights * g
     assert weights is not None
-    weights = weights / weights.max()
     return weights.clamp_min(GAUSSIAN_FLOOR).to(dtype)
 
 
