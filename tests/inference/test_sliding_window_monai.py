@@ -69,3 +69,15 @@ def test_2d_equals_monai(sigma_scale):
         net, image, (16, 24), overlap=0.5, sigma_scale=sigma_scale, batch_size=3
     )
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_slab_paths_agree_with_monai():
+    image = torch.randn(1, 1, 40, 24, 24, generator=torch.Generator().manual_seed(3))
+    net = conv_net(3, 1, 4)
+    expected = monai_predict(net, image, (16, 16, 16), 0.5, "gaussian")
+    labels = sliding_window_predict(net, image, 16, overlap=0.5, reduce="argmax")
+    top2 = expected.topk(2, dim=1).values
+    near_tie = (top2[:, 0] - top2[:, 1]) < 1e-5  # float32 rounding may break those either way
+    assert torch.equal(labels[~near_tie], expected.argmax(1)[~near_tie])
+    half = sliding_window_predict(net, image, 16, overlap=0.5, output_dtype=torch.float16)
+    torch.testing.assert_close(half.float(), expected, atol=2e-3, rtol=2.0**-11)
