@@ -15,8 +15,9 @@ buffer), ``pixelseg`` (``sliding_window_predict``, full precision), ``pixelseg b
 path), ``pixelseg argmax`` (``reduce="argmax"``: int64 labels, reduced slab by slab). Both
 libraries run under ``torch.no_grad()`` with ``--threads`` torch threads.
 
-Every measurement runs in its own subprocess (this script with ``--worker``): it builds the
-model and the input, runs a tiny forward pass to start the thread pool, takes
+Every measurement runs in its own subprocess (this script with ``--worker``): it imports both
+libraries (so the process differs only in the call), builds the model and the input, runs a
+tiny forward pass to start the thread pool, takes
 ``ru_maxrss`` as the baseline, runs one sliding-window call and reports its wall time and the
 ``ru_maxrss`` growth (the peak resident memory the call added: buffers plus the model's working
 memory). Methods are interleaved, their order rotating every repeat. A separate check worker
@@ -188,6 +189,8 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     at the baseline (from an earlier transient); growth below it would not show, so the table
     flags runs where it is large.
     """
+    import monai.inferers  # noqa: F401 (every worker imports both libraries alike)
+
     model, label, x = prepare(args)
     run = runner(args.worker, model, args)
     try:
