@@ -91,13 +91,23 @@ def test_gaussian_map_matches_formula():
     assert (w2 >= GAUSSIAN_FLOOR).all()
 
 
-def test_gaussian_map_even_window_symmetric_and_normalised():
+def test_gaussian_map_even_window_symmetric_unscaled_like_monai():
+    # Not rescaled to peak 1 (MONAI's map is not either; the floor is absolute): for an even
+    # window the peak is at distance 0.5 from the centre.
     weights = gaussian_importance_map((8,), 0.25)
-    assert weights.max().item() == pytest.approx(1.0)
+    assert weights.max().item() == pytest.approx(math.exp(-(0.5**2) / 8), rel=1e-6)
     torch.testing.assert_close(weights, weights.flip(0))
     # Centre is 3.5, sigma 2: weight at index 0 relative to index 3 (distance 3.5 vs 0.5).
     expected = math.exp(-(3.5**2) / 8) / math.exp(-(0.5**2) / 8)
-    assert weights[0].item() == pytest.approx(expected, rel=1e-6)
+    assert weights[0].item() / weights[3].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gaussian_floor_is_absolute():
+    # 64^3, sigma 8: the corner product (~8e-11) and the unfloored peak (0.994) keep MONAI's
+    # ratio; flooring after rescaling the peak to 1 would shift it by 0.6%.
+    weights = gaussian_importance_map((64, 64, 64))
+    assert weights.min().item() == pytest.approx(GAUSSIAN_FLOOR)
+    assert weights.max().item() == pytest.approx(math.exp(-3 * 0.25 / 128), rel=1e-6)
 
 
 def window_mean_predictor(x: torch.Tensor) -> torch.Tensor:
