@@ -5,9 +5,8 @@ One ``1 x 1 x size^3`` seeded volume, windows (roi) of 64^3, overlap 0.5, Gaussi
 
 - ``convnet``: a 3-layer 3D conv net, 8 hidden channels (3^3, 3^3, then a 1^3 head), so cheap
   that the blending shows in the time;
-- ``unet3d``: ``pixelseg.models.create("unet3d", ...)`` when that model is registered; until
-  then a small local stand-in 3D U-Net (two poolings, 8-16-32 channels), named as such in the
-  table.
+- ``unet3d``: pixelseg's 3D U-Net (``create_volumetric("unet3d", ...)``, depth 4, width 16,
+  instance norm), the volumetric task's model.
 
 Methods: ``MONAI`` (``sliding_window_inference(mode="gaussian")``, its default full-size
 buffer), ``pixelseg`` (``sliding_window_predict``, full precision), ``pixelseg budget``
@@ -61,33 +60,7 @@ def build_model(name: str, classes: int, seed: int):
     import torch
     from torch import nn
 
-    from pixelseg import models
-
-    class StandInUNet3D(nn.Module):
-        """Stand-in until ``unet3d`` is registered: 8-16-32 channels, two poolings, skips."""
-
-        def __init__(self, classes: int) -> None:
-            super().__init__()
-
-            def block(cin: int, cout: int) -> nn.Sequential:
-                return nn.Sequential(
-                    nn.Conv3d(cin, cout, 3, padding=1),
-                    nn.ReLU(),
-                    nn.Conv3d(cout, cout, 3, padding=1),
-                    nn.ReLU(),
-                )
-
-            self.enc1, self.enc2, self.bottom = block(1, 8), block(8, 16), block(16, 32)
-            self.up2, self.dec2 = nn.ConvTranspose3d(32, 16, 2, stride=2), block(32, 16)
-            self.up1, self.dec1 = nn.ConvTranspose3d(16, 8, 2, stride=2), block(16, 8)
-            self.head = nn.Conv3d(8, classes, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            e1 = self.enc1(x)
-            e2 = self.enc2(nn.functional.max_pool3d(e1, 2))
-            b = self.bottom(nn.functional.max_pool3d(e2, 2))
-            d2 = self.dec2(torch.cat([self.up2(b), e2], 1))
-            return self.head(self.dec1(torch.cat([self.up1(d2), e1], 1)))
+    from pixelseg.models.volumetric import create_volumetric
 
     torch.manual_seed(seed)
     if name == "convnet":
@@ -99,9 +72,7 @@ def build_model(name: str, classes: int, seed: int):
             nn.Conv3d(8, classes, 1),
         )
         return net.eval(), "convnet 3-layer 8ch"
-    if "unet3d" in models.available():
-        return models.create("unet3d", classes, in_channels=1).eval(), "unet3d"
-    return StandInUNet3D(classes).eval(), "unet3d (local stand-in)"
+    return create_volumetric("unet3d", classes, in_channels=1).eval(), "unet3d (depth 4, width 16)"
 
 
 def runner(method: str, model, args: argparse.Namespace):

@@ -387,7 +387,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         _check_folder(args.out, "--out")
         metrics = workflows.demo(args.out, minutes=args.minutes, task=args.task)
-        print(f"report: {args.out}/metrics.json (charts and worst_cases.png beside it)")
+        print(f"report: {args.out}/metrics.json (charts and pictures beside it)")
         print(f"predictions: {args.out}/predictions")
         print(f"validation {workflows.summary(args.task, metrics)}")
         return 0
