@@ -339,12 +339,24 @@ def _add_medical_commands(command: Any) -> None:
     phantoms.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
 
 
+def _case_inputs(inputs: list[str]) -> str | list[str]:
+    """One folder of cases (NIfTI files, series subfolders) is passed as a folder; one folder
+    of DICOM files alone is one series; several inputs are the cases themselves."""
+    from pixelseg.medical.nifti import is_nifti
+
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        entries = [p for p in Path(inputs[0]).iterdir() if not p.name.startswith(".")]
+        if any(p.is_dir() or is_nifti(p) for p in entries):
+            return inputs[0]
+    return inputs
+
+
 def _medical(args: argparse.Namespace) -> int:
     if args.medical_command == "prepare":
         from pixelseg.medical.prepare import prepare_msd
 
         path = prepare_msd(
-            args.inputs,
+            _case_inputs(args.inputs),
             args.out,
             labels=args.labels,
             classes=args.classes,
