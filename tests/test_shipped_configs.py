@@ -10,7 +10,11 @@ import pytest
 
 from pixelseg import workflows
 from pixelseg.config import load_config
-from pixelseg.tasks import InstanceTask, SemanticTask
+from pixelseg.tasks import InstanceTask, PanopticTask, SemanticTask, VolumetricTask
+
+TASK_CLASSES = {
+    task.name: task for task in (SemanticTask, InstanceTask, PanopticTask, VolumetricTask)
+}
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +31,25 @@ CASES = {
     "shapes_maskrcnn.yaml": (None, ["data.synthetic.num_train=4", "data.synthetic.num_val=2"]),
     "shapes_yolact.yaml": (None, ["data.synthetic.num_train=4", "data.synthetic.num_val=2"]),
     # Validate on 5 of the 120 images, at a small size, to keep the step quick.
+    "shapes_panoptic_fpn.yaml": (
+        None,
+        [
+            "data.synthetic.num_train=4",
+            "data.synthetic.num_val=2",
+            "data.synthetic.size=64",
+            "model.options.min_size=64",
+            "model.options.max_size=64",
+        ],
+    ),
+    "phantom_unet3d.yaml": (
+        None,
+        [
+            "volumetric.phantom.num_train=2",
+            "volumetric.phantom.num_val=1",
+            "volumetric.phantom.shape=[40,40,24]",
+            "volumetric.phantom.spacing=[3.6,3.6,5.0]",
+        ],
+    ),
     "pennfudan_maskrcnn.yaml": (
         "pennfudan",
         ["data.val_fraction=0.05", "model.options.min_size=[128]", "model.options.max_size=192"],
@@ -50,7 +73,7 @@ def test_shipped_config_trains_a_step(name, tmp_path):
     config = load_config(ROOT / "configs" / name, overrides)
     metrics, run_dir = workflows.train(config)
     assert (run_dir / "last.pt").is_file()
-    default = {"semantic": SemanticTask, "instance": InstanceTask}[config.task].default_best_metric
+    default = TASK_CLASSES[config.task].default_best_metric
     assert (config.train.best_metric or default) in metrics
 
 

@@ -24,6 +24,7 @@ from pixelseg.coco_format import encode_masks, mask_api
 from pixelseg.errors import InvalidInputError
 from pixelseg.metrics.coco_match import AREA_RANGES, MAX_DETS, STAT_NAMES, summarize
 from pixelseg.metrics.coco_stream import CocoEvaluator
+from pixelseg.tasks.common import list_image_inputs, read_rgb_input
 
 __all__ = ["METRIC_NAMES", "InstanceMetrics", "InstanceTask", "match_counts"]
 
@@ -275,17 +276,11 @@ class InstanceTask:
 
     # ------------------------------------------------------------------ predict's files
     def list_inputs(self, inputs: Sequence[str]) -> list[Path]:
-        from pixelseg.data import list_images
-
-        return list_images(list(inputs))
+        return list_image_inputs(inputs)
 
     def read_input(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         """``(image uint8 [H, W, 3], {"images": [float [3, H, W] in 0..1]})``."""
-        from pixelseg.data import read_image
-        from pixelseg.data.transforms import to_tensors
-
-        image = read_image(path, in_channels=3)
-        return image, {"images": [to_tensors(image)[0]], "name": [path.stem]}
+        return read_rgb_input(path)
 
     def output_paths(self, out_dir: Path, name: str) -> list[Path]:
         return [Path(out_dir) / f"{name}_overlay.png", Path(out_dir) / f"{name}_results.json"]

@@ -20,6 +20,7 @@ from pixelseg.checkpoints import package_version
 from pixelseg.config import ExperimentConfig
 from pixelseg.errors import CheckpointError, ConfigError, InvalidInputError
 from pixelseg.tasks.base import DataBundle, TaskPlugin
+from pixelseg.tasks.common import load_checkpoint_model, refuse_tiling
 from pixelseg.tasks.instance import InstanceTask
 from pixelseg.tasks.instance_data import build_instance_data
 
@@ -134,17 +135,14 @@ def predictor_from_checkpoint(
     """The checkpoint's detector in eval mode on ``device``: ``list of images -> list of
     detections``. Tiling and flip TTA are semantic-only (merging detections across tiles
     or flips needs its own NMS), so asking for them is an error."""
-    if window is not None or tta:
-        raise InvalidInputError(
-            f"{where} is an instance model: sliding windows (window) and flip TTA (tta) apply "
-            "to semantic models only; detectors resize each image themselves"
-        )
-    try:
-        model = _create(payload["model_spec"])
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, ValueError, InvalidInputError) as error:
-        raise CheckpointError(f"weights in {where} do not fit its model: {error}") from None
-    return model.to(torch.device(device)).eval()
+    refuse_tiling(
+        window,
+        tta,
+        where,
+        "is an instance model: sliding windows (window) and flip TTA (tta) apply to semantic "
+        "models only; detectors resize each image themselves",
+    )
+    return load_checkpoint_model(_create, payload, device, where)
 
 
 def check_checkpoint(

@@ -27,6 +27,7 @@ from torch import nn
 from pixelseg.errors import InvalidInputError
 from pixelseg.inference.panoptic_fusion import FusionSettings, fuse_panoptic
 from pixelseg.metrics.panoptic import PanopticQuality
+from pixelseg.tasks.common import list_image_inputs, read_rgb_input
 
 __all__ = ["METRIC_NAMES", "PanopticMetrics", "PanopticTask"]
 
@@ -262,17 +263,11 @@ class PanopticTask:
 
     # ------------------------------------------------------------------ predict's files
     def list_inputs(self, inputs: Sequence[str]) -> list[Path]:
-        from pixelseg.data import list_images
-
-        return list_images(list(inputs))
+        return list_image_inputs(inputs)
 
     def read_input(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         """``(image uint8 [H, W, 3], {"images": [float [3, H, W] in 0..1]})``."""
-        from pixelseg.data import read_image
-        from pixelseg.data.transforms import to_tensors
-
-        image = read_image(path, in_channels=3)
-        return image, {"images": [to_tensors(image)[0]], "name": [path.stem]}
+        return read_rgb_input(path)
 
     def output_paths(self, out_dir: Path, name: str) -> list[Path]:
         from pixelseg.tasks.panoptic_outputs import prediction_paths

@@ -23,6 +23,7 @@ from pixelseg.config import ExperimentConfig
 from pixelseg.errors import CheckpointError, ConfigError, InvalidInputError
 from pixelseg.inference.panoptic_fusion import FusionSettings
 from pixelseg.tasks.base import DataBundle, TaskPlugin
+from pixelseg.tasks.common import load_checkpoint_model, refuse_tiling
 from pixelseg.tasks.panoptic import PanopticTask
 from pixelseg.tasks.panoptic_data import build_panoptic_data
 
@@ -148,17 +149,14 @@ def predictor_from_checkpoint(
     """The checkpoint's model in eval mode on ``device``: ``list of images -> list of
     detections + semantic logits``. Tiling and flip TTA are semantic-only, so asking for
     them is an error."""
-    if window is not None or tta:
-        raise InvalidInputError(
-            f"{where} is a panoptic model: sliding windows (window) and flip TTA (tta) apply "
-            "to semantic models only; panoptic models resize each image themselves"
-        )
-    try:
-        model = _create(payload["model_spec"])
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, ValueError, InvalidInputError) as error:
-        raise CheckpointError(f"weights in {where} do not fit its model: {error}") from None
-    return model.to(torch.device(device)).eval()
+    refuse_tiling(
+        window,
+        tta,
+        where,
+        "is a panoptic model: sliding windows (window) and flip TTA (tta) apply to semantic "
+        "models only; panoptic models resize each image themselves",
+    )
+    return load_checkpoint_model(_create, payload, device, where)
 
 
 def check_checkpoint(

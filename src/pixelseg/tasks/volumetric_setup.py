@@ -21,6 +21,7 @@ from pixelseg.checkpoints import package_version
 from pixelseg.config import ExperimentConfig
 from pixelseg.errors import CheckpointError, ConfigError, InvalidInputError
 from pixelseg.tasks.base import DataBundle, TaskPlugin
+from pixelseg.tasks.common import load_checkpoint_model, refuse_tiling
 from pixelseg.tasks.semantic_setup import build_loss
 from pixelseg.tasks.volumetric import InferenceSettings, VolumetricTask
 from pixelseg.tasks.volumetric_data import Preprocessing, build_volumetric_data
@@ -155,17 +156,14 @@ def predictor_from_checkpoint(
     """The checkpoint's model in eval mode on ``device``. The task tiles volumes with its
     own window (the patch size), so ``window``/``overlap``/``tta`` here are refused: set
     ``volumetric.overlap``/``volumetric.tta`` (or ``eval.window``) in the config."""
-    if window is not None or tta:
-        raise InvalidInputError(
-            f"{where} is a volumetric model: it always predicts window by window over the "
-            "patch size; set volumetric.tta / eval.window in a config to change that"
-        )
-    try:
-        model = _create(payload["model_spec"])
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, ValueError, InvalidInputError) as error:
-        raise CheckpointError(f"weights in {where} do not fit its model: {error}") from None
-    return model.to(torch.device(device)).eval()
+    refuse_tiling(
+        window,
+        tta,
+        where,
+        "is a volumetric model: it always predicts window by window over the patch size; "
+        "set volumetric.tta / eval.window in a config to change that",
+    )
+    return load_checkpoint_model(_create, payload, device, where)
 
 
 def check_checkpoint(
