@@ -93,3 +93,27 @@ def test_summary_reads_validation_metrics_and_report_means():
     assert VolumetricTask.summary(plain) == VolumetricTask.summary(report)
     assert "Dice 0.8000" in VolumetricTask.summary(plain)
     assert not math.isnan(plain["dice"])
+
+
+def test_restrict_to_lung_keeps_labels_inside_the_lungs_only(tmp_path):
+    from types import SimpleNamespace
+
+    from pixelseg.medical.io import read_volume
+    from pixelseg.medical.patches import volume_to_model
+    from pixelseg.medical.phantom import make_phantom
+    from pixelseg.medical.preprocess import lung_mask
+    from pixelseg.tasks.volumetric_outputs import write_volume_prediction
+
+    image, _ = make_phantom(3, shape=(48, 48, 24), spacing=(3.0, 3.0, 5.0))
+    case = prepare_case("p", image, None, Preprocessing())
+    case.source_volume = image
+    everywhere = torch.ones(volume_to_model(image.array).shape, dtype=torch.int64)
+    for restrict, name in ((False, "all"), (True, "lungs")):
+        task = SimpleNamespace(restrict_to_lung=restrict)
+        (path,) = write_volume_prediction(task, tmp_path, name, case, everywhere)
+        written = read_volume(path).array
+        if restrict:
+            lungs = lung_mask(image.array, image.spacing)
+            assert lungs.any() and np.array_equal(written.astype(bool), lungs)
+        else:
+            assert written.all()
