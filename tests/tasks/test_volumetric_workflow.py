@@ -133,3 +133,18 @@ def test_the_volumetric_demo_trains_evaluates_and_predicts(tmp_path, capsys, mon
     report = json.loads((out / "metrics.json").read_text())
     assert report["num_cases"] == 2 and "mean" in report["dice"]
     assert len(list((out / "predictions").glob("*_seg.nii.gz"))) == 2
+
+
+def test_medical_phantoms_writes_an_msd_dataset_that_reads_back(tmp_path, capsys):
+    from pixelseg.medical.datasets import MSDDataset
+
+    out = tmp_path / "phantoms"
+    assert main(["medical", "phantoms", "--num", "2", "--test", "1", "--out", str(out)]) == 0
+    assert f"wrote {out / 'dataset.json'}" in capsys.readouterr().out
+    cases = MSDDataset(out, "train")
+    assert len(cases) == 2 and cases.classes == ("background", "nodule")
+    assert cases[0].label is not None and cases[0].label.array.max() == 1
+    assert len(MSDDataset(out, "test")) == 1
+    capsys.readouterr()
+    assert main(["medical", "phantoms", "--num", "1", "--out", str(out)]) == 2  # not empty
+    assert "error" in capsys.readouterr().err
