@@ -4,8 +4,6 @@ input's grid."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -92,7 +90,7 @@ def test_summary_reads_validation_metrics_and_report_means():
     report = {k: {"mean": v} for k, v in plain.items()}
     assert VolumetricTask.summary(plain) == VolumetricTask.summary(report)
     assert "Dice 0.8000" in VolumetricTask.summary(plain)
-    assert not math.isnan(plain["dice"])
+    assert "HD95 3.00 mm" in VolumetricTask.summary(report)
 
 
 def test_restrict_to_lung_keeps_labels_inside_the_lungs_only(tmp_path):
@@ -117,3 +115,30 @@ def test_restrict_to_lung_keeps_labels_inside_the_lungs_only(tmp_path):
             assert lungs.any() and np.array_equal(written.astype(bool), lungs)
         else:
             assert written.all()
+
+
+def test_a_case_is_scored_once_for_the_metrics_and_its_report_row(monkeypatch):
+    # Surface distances of whole volumes are costly: the report's row reuses the
+    # accumulator's rows for the same prediction instead of scoring the case again.
+    import pixelseg.tasks.volumetric as volumetric
+
+    calls = []
+    real = volumetric.surface_metrics
+    monkeypatch.setattr(
+        volumetric, "surface_metrics", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    monkeypatch.setattr("pixelseg.tasks.volumetric_outputs.montage_png", lambda *a: b"png")
+    task = VolumetricTask(["background", "nodule", "vessel"], None,
+                          inference=InferenceSettings(), preprocessing=Preprocessing())  # fmt: skip
+    target = np.zeros((2, 6, 6, 6), dtype=np.int64)
+    target[:, 1:3, 1:3, 1:3], target[:, 4, 4, 4] = 1, 2
+    batch = {"name": ["a", "b"], "mask": torch.from_numpy(target),
+             "image": torch.zeros(2, 1, 6, 6, 6), "spacing": [(1.0, 1.0, 1.0)] * 2}  # fmt: skip
+    prediction = torch.from_numpy(target.copy())
+    metrics = task.new_metrics()
+    metrics.update(prediction, batch)
+    rows = task.sample_rows(prediction, batch)
+    assert len(calls) == 4  # 2 cases x 2 foreground classes, once each
+    assert [row["dice"] for row in rows] == [1.0, 1.0]
+    task.sample_rows(torch.zeros_like(prediction), batch)  # another prediction: scored anew
+    assert len(calls) == 8

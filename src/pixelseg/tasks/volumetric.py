@@ -64,10 +64,19 @@ def largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
 class VolumetricMetrics:
     """Per-case surface metrics; ``sync`` gathers every process's cases."""
 
-    def __init__(self, class_names: Sequence[str], tolerance: float = 1.0) -> None:
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        tolerance: float = 1.0,
+        scored: dict[tuple[str, int], list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.class_names = list(class_names)
         self.tolerance = float(tolerance)
         self.rows: list[dict[str, Any]] = []
+        # Surface distances of a whole volume are the costly part of a case's score: the
+        # rows of each case ``update`` scores are left in ``scored`` (the task's), keyed by
+        # case name and prediction storage, for the report's per-case row to take.
+        self.scored = scored
 
     def case_rows(
         self, prediction: np.ndarray, target: np.ndarray, spacing: Sequence[float], name: str
@@ -81,14 +90,15 @@ class VolumetricMetrics:
 
     def update(self, prediction: torch.Tensor, batch: dict[str, Any]) -> None:
         for i, name in enumerate(batch["name"]):
-            self.rows.extend(
-                self.case_rows(
-                    prediction[i].cpu().numpy(),
-                    batch["mask"][i].cpu().numpy(),
-                    batch["spacing"][i],
-                    name,
-                )
+            rows = self.case_rows(
+                prediction[i].cpu().numpy(),
+                batch["mask"][i].cpu().numpy(),
+                batch["spacing"][i],
+                name,
             )
+            self.rows.extend(rows)
+            if self.scored is not None:
+                self.scored[(name, prediction[i].data_ptr())] = rows
 
     def merge(self, other: VolumetricMetrics) -> VolumetricMetrics:
         self.rows.extend(other.rows)
@@ -166,6 +176,7 @@ class VolumetricTask:
         self.preprocessing = preprocessing
         self.tolerance = float(tolerance)
         self.restrict_to_lung = restrict_to_lung
+        self._scored: dict[tuple[str, int], list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ batching
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -238,7 +249,8 @@ class VolumetricTask:
 
     # ------------------------------------------------------------------ metrics and reports
     def new_metrics(self) -> VolumetricMetrics:
-        return VolumetricMetrics(self.class_names, self.tolerance)
+        self._scored.clear()
+        return VolumetricMetrics(self.class_names, self.tolerance, self._scored)
 
     def sample_rows(self, prediction: torch.Tensor, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """Per case: the metrics averaged over foreground classes; ``score`` is the Dice. A
@@ -246,12 +258,15 @@ class VolumetricTask:
         so that no volume is kept until the report is written."""
         from pixelseg.tasks.volumetric_outputs import montage_png
 
-        metrics = self.new_metrics()
+        metrics = VolumetricMetrics(self.class_names, self.tolerance)
         rows = []
         for i, name in enumerate(batch["name"]):
             pred = prediction[i].cpu().numpy()
             target = batch["mask"][i].cpu().numpy()
-            per_class = metrics.case_rows(pred, target, batch["spacing"][i], name)
+            # The rows the accumulator just scored for this prediction, else scored here.
+            per_class = self._scored.pop((name, prediction[i].data_ptr()), None)
+            if per_class is None:
+                per_class = metrics.case_rows(pred, target, batch["spacing"][i], name)
             row: dict[str, Any] = {"name": name}
             for metric in METRIC_NAMES:
                 values = [r[metric] for r in per_class]
