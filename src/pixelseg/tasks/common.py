@@ -1,5 +1,6 @@
 """Small pieces several task plug-ins share: a checkpoint's model rebuilt and loaded, the
-refusal of tiling for models that resize images themselves, and RGB inputs for ``predict``."""
+refusal of tiling for models that resize images themselves, RGB inputs for ``predict``, and
+the list-of-targets batch of the detection-based tasks (instance, panoptic)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from torch import nn
 
 from pixelseg.errors import CheckpointError, InvalidInputError
 
-__all__ = ["list_image_inputs", "load_checkpoint_model", "read_rgb_input", "refuse_tiling"]
+__all__ = [
+    "detection_batch",
+    "list_image_inputs",
+    "load_checkpoint_model",
+    "read_rgb_input",
+    "refuse_tiling",
+]
+
+#: Target entries with one row per object: crowd filtering selects their rows.
+PER_OBJECT_KEYS = ("boxes", "labels", "masks", "iscrowd", "area")
 
 
 def load_checkpoint_model(
@@ -54,3 +64,30 @@ def read_rgb_input(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     image = read_image(path, in_channels=3)
     return image, {"images": [to_tensors(image)[0]], "name": [path.stem]}
+
+
+def detection_batch(
+    samples: list[dict[str, Any]], *, drop_crowds: bool, extra_keys: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``{"images": [C, H, W] list, "targets": list of dicts, "name": list}``: detectors take
+    lists, since image sizes and object counts differ.
+
+    Each target holds the per-object entries (``boxes``, ``labels``, ``masks``, ``iscrowd``,
+    ``area``), ``image_id`` and ``extra_keys`` when the sample has them. ``drop_crowds``
+    removes crowd objects from the per-object entries (training: a crowd region is not an
+    object to learn); evaluation keeps them, because COCO AP and PQ ignore what falls on them.
+    """
+    keys = (*PER_OBJECT_KEYS, "image_id", *extra_keys)
+    targets = []
+    for sample in samples:
+        target = {key: sample[key] for key in keys if key in sample}
+        crowd = target.get("iscrowd")
+        if drop_crowds and crowd is not None and bool(crowd.any()):
+            keep = crowd == 0
+            target.update({k: target[k][keep] for k in PER_OBJECT_KEYS if k in target})
+        targets.append(target)
+    return {
+        "images": [s["image"] for s in samples],
+        "targets": targets,
+        "name": [str(s.get("name", i)) for i, s in enumerate(samples)],
+    }

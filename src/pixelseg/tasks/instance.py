@@ -24,7 +24,7 @@ from pixelseg.coco_format import encode_masks, mask_api
 from pixelseg.errors import InvalidInputError
 from pixelseg.metrics.coco_match import AREA_RANGES, MAX_DETS, STAT_NAMES, summarize
 from pixelseg.metrics.coco_stream import CocoEvaluator
-from pixelseg.tasks.common import list_image_inputs, read_rgb_input
+from pixelseg.tasks.common import detection_batch, list_image_inputs, read_rgb_input
 
 __all__ = ["METRIC_NAMES", "InstanceMetrics", "InstanceTask", "match_counts"]
 
@@ -172,31 +172,14 @@ class InstanceTask:
         self.overlay_alpha = overlay_alpha
 
     # ------------------------------------------------------------------ batching
-    @staticmethod
-    def _batch(samples: list[dict[str, Any]], drop_crowds: bool) -> dict[str, Any]:
-        keys = ("boxes", "labels", "masks", "iscrowd", "area", "image_id")
-        targets = []
-        for sample in samples:
-            target = {key: sample[key] for key in keys if key in sample}
-            crowd = target.get("iscrowd")
-            if drop_crowds and crowd is not None and bool(crowd.any()):
-                keep = crowd == 0
-                target = {k: v[keep] if k != "image_id" else v for k, v in target.items()}
-            targets.append(target)
-        return {
-            "images": [s["image"] for s in samples],
-            "targets": targets,
-            "name": [str(s.get("name", i)) for i, s in enumerate(samples)],
-        }
-
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Images and targets as lists (sizes and object counts differ); crowds dropped."""
-        return self._batch(samples, drop_crowds=True)
+        return detection_batch(samples, drop_crowds=True)
 
     def collate_eval(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One batch: detectors take lists of images of any sizes; crowds kept (COCO
         ignores detections on them)."""
-        return [self._batch(samples, drop_crowds=False)]
+        return [detection_batch(samples, drop_crowds=False)]
 
     def batch_size(self, batch: dict[str, Any]) -> int:
         return len(batch["images"])

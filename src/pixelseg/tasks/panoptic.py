@@ -27,9 +27,12 @@ from torch import nn
 from pixelseg.errors import InvalidInputError
 from pixelseg.inference.panoptic_fusion import FusionSettings, fuse_panoptic
 from pixelseg.metrics.panoptic import PanopticQuality
-from pixelseg.tasks.common import list_image_inputs, read_rgb_input
+from pixelseg.tasks.common import detection_batch, list_image_inputs, read_rgb_input
 
 __all__ = ["METRIC_NAMES", "PanopticMetrics", "PanopticTask"]
+
+#: What a panoptic target holds beside the per-object entries of an instance target.
+PANOPTIC_TARGET_KEYS = ("semantic", "panoptic", "segments_info")
 
 _GROUPS = (("All", ""), ("Things", "_things"), ("Stuff", "_stuff"))
 
@@ -133,33 +136,14 @@ class PanopticTask:
         self.overlay_alpha = overlay_alpha
 
     # ------------------------------------------------------------------ batching
-    @staticmethod
-    def _batch(samples: list[dict[str, Any]], drop_crowds: bool) -> dict[str, Any]:
-        keys = ("boxes", "labels", "masks", "iscrowd", "area", "image_id", "semantic",
-                "panoptic", "segments_info")  # fmt: skip
-        per_instance = ("boxes", "labels", "masks", "iscrowd", "area")
-        targets = []
-        for sample in samples:
-            target = {key: sample[key] for key in keys if key in sample}
-            crowd = target.get("iscrowd")
-            if drop_crowds and crowd is not None and bool(crowd.any()):
-                keep = crowd == 0
-                target.update({k: target[k][keep] for k in per_instance if k in target})
-            targets.append(target)
-        return {
-            "images": [s["image"] for s in samples],
-            "targets": targets,
-            "name": [str(s.get("name", i)) for i, s in enumerate(samples)],
-        }
-
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Images and targets as lists (sizes and segment counts differ); crowds dropped
         from the instance targets."""
-        return self._batch(samples, drop_crowds=True)
+        return detection_batch(samples, drop_crowds=True, extra_keys=PANOPTIC_TARGET_KEYS)
 
     def collate_eval(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One batch of any image sizes; crowds kept (PQ reads them)."""
-        return [self._batch(samples, drop_crowds=False)]
+        return [detection_batch(samples, drop_crowds=False, extra_keys=PANOPTIC_TARGET_KEYS)]
 
     def batch_size(self, batch: dict[str, Any]) -> int:
         return len(batch["images"])
