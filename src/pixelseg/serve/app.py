@@ -34,7 +34,7 @@ from pixelseg.serve.metrics import ServiceMetrics
 from pixelseg.serve.model_runner import ModelRunner, load_runner
 from pixelseg.serve.responses import mask_png, overlay_png, segment_json
 from pixelseg.serve.settings import ACCEPTED_CONTENT_TYPES, ServeSettings
-from pixelseg.serve.uploads import check_content_type, decode_upload
+from pixelseg.serve.uploads import check_content_type, check_size, decode_upload
 
 __all__ = ["FORMATS", "STATIC_DIR", "create_app"]
 
@@ -124,6 +124,7 @@ def create_app(settings: ServeSettings, *, runner: ModelRunner | None = None) ->
         started = request.state.started
         data, content_type = await read_file_field(request, "image", settings.max_upload_bytes)
         check_content_type(content_type, ACCEPTED_CONTENT_TYPES)
+        check_size(len(data), settings.max_upload_bytes)
         image = await asyncio.to_thread(
             decode_upload, data, max_pixels=settings.max_pixels,
             in_channels=runner.task.in_channels,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from pixelseg.serve.errors import ApiError
-from pixelseg.serve.uploads import check_size
+from pixelseg.serve.uploads import size_text
 
 __all__ = ["FORM_OVERHEAD_BYTES", "read_file_field"]
 
@@ -23,8 +23,8 @@ def _too_large(body_bytes: int, max_bytes: int) -> ApiError:
     return ApiError(
         413,
         "upload_too_large",
-        f"the request body has {body_bytes} bytes or more; uploads are limited to {max_bytes} "
-        f"bytes ({max_bytes / 2**20:.1f} MiB) plus {FORM_OVERHEAD_BYTES} bytes of form overhead",
+        f"the request body has {body_bytes} bytes or more; uploads are limited to "
+        f"{size_text(max_bytes)} plus {FORM_OVERHEAD_BYTES} bytes of form overhead",
     )
 
 
@@ -41,8 +41,9 @@ async def _counted(
 
 async def read_file_field(request: object, field: str, max_bytes: int) -> tuple[bytes, str | None]:
     """``(bytes, declared content type)`` of the file field ``field`` of a multipart request
-    (a Starlette ``Request``); 400 when the body is not a form holding that file, 413 when it
-    is larger than ``max_bytes``."""
+    (a Starlette ``Request``); 400 when the body is not a form holding that file, 413 when
+    the body is larger than ``max_bytes`` plus :data:`FORM_OVERHEAD_BYTES` (the file's own
+    size is checked by the caller, after its content type)."""
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     headers = request.headers  # type: ignore[attr-defined]
@@ -84,5 +85,4 @@ async def read_file_field(request: object, field: str, max_bytes: int) -> tuple[
         content = upload.content_type
     finally:
         await form.close()
-    check_size(len(data), max_bytes)
     return data, content

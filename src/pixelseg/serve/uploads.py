@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from pixelseg.errors import DataError
 from pixelseg.serve.errors import ApiError
 
-__all__ = ["PIL_FORMATS", "check_content_type", "check_size", "decode_upload"]
+__all__ = ["PIL_FORMATS", "check_content_type", "check_size", "decode_upload", "size_text"]
 
 #: PIL decoders tried on an upload: the formats of the accepted content types, no others
 #: (PIL knows dozens; a service decodes only what it advertises).
@@ -40,14 +40,18 @@ def check_content_type(content_type: str | None, accepted: tuple[str, ...]) -> N
         )
 
 
+def size_text(size: int) -> str:
+    """``20971520`` -> ``"20971520 bytes (20.0 MiB)"``; small sizes in bytes alone."""
+    return f"{size} bytes ({size / 2**20:.1f} MiB)" if size >= 2**20 else f"{size} bytes"
+
+
 def check_size(size: int, max_bytes: int) -> None:
     """413 when an upload of ``size`` bytes exceeds ``max_bytes``."""
     if size > max_bytes:
         raise ApiError(
             413,
             "upload_too_large",
-            f"the uploaded file has {size} bytes; the limit is {max_bytes} bytes "
-            f"({max_bytes / 2**20:.1f} MiB)",
+            f"the uploaded file has {size} bytes; the limit is {size_text(max_bytes)}",
         )
 
 
