@@ -71,7 +71,7 @@ def add_serve_command(command: Any) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from pixelseg._optional import import_optional
 
-    for module in ("fastapi", "uvicorn", "multipart", "prometheus_client"):
+    for module in ("fastapi", "uvicorn", "python_multipart", "prometheus_client"):
         import_optional(module, "serve")
     from pixelseg.serve.server import run_server
     from pixelseg.serve.settings import ServeSettings, api_key_from_env
