@@ -227,3 +227,13 @@ def test_concurrent_http_requests_are_batched_and_answered_each_their_own(served
     metrics = TestClient(app).get("/metrics").text.splitlines()
     assert "pixelseg_batch_size_count 4.0" in metrics
     assert "pixelseg_batch_size_sum 8.0" in metrics
+
+
+def test_the_worker_follows_a_new_event_loop():
+    # A test client without start-up (or a restarted app) submits from a fresh loop.
+    batcher = MicroBatcher(
+        lambda images: images[:, 0].long().numpy(), max_batch_size=4, max_wait_ms=0.0, max_queue=4
+    )
+    for value in (1.0, 2.0):
+        result = asyncio.run(batcher.submit(torch.full((1, 2, 2), value)))
+        assert result.batch_size == 1 and (result.labels == value).all()
