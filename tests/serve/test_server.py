@@ -1,0 +1,104 @@
+"""The real thing: uvicorn on a free port answering over a socket, ``pixelseg serve`` as a
+subprocess, and a service process that never imports the training engine."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+from pixelseg.serve import ServeSettings, create_app
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_uvicorn_serves_healthz_and_a_mask_over_a_socket(served, runner):
+    app = create_app(ServeSettings(model=served["checkpoint"]), runner=runner)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
+        data = (served["images"] / "noise.png").read_bytes()
+        response = httpx.post(
+            f"{base}/v1/segment", files={"image": ("noise.png", data, "image/png")}, timeout=30
+        )
+        assert response.status_code == 200 and response.headers["x-batch-size"] == "1"
+        expected = np.asarray(Image.open(served["predicted"] / "noise_mask.png"))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(io.BytesIO(response.content))), expected
+        )
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listener.close()
+    assert not thread.is_alive()
+
+
+@pytest.mark.slow
+def test_pixelseg_serve_command_answers(served):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": SRC, "PIXELSEG_TEST_KEY": "key-42"}
+    command = [sys.executable, "-m", "pixelseg", "serve", "--model", str(served["model"]),
+               "--port", str(port), "--api-key-env", "PIXELSEG_TEST_KEY", "--threads", "1"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, "pixelseg serve did not start"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert httpx.get(f"{base}/v1/info", timeout=10).status_code == 401
+        info = httpx.get(f"{base}/v1/info", headers={"X-API-Key": "key-42"}, timeout=10).json()
+        assert info["backend"] == "onnxruntime" and info["api_key_required"] is True
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    assert "key-42" not in output  # the key is never logged
+
+
+def test_the_service_does_not_import_the_training_engine(served):
+    script = (
+        "import sys\n"
+        "from pixelseg.serve import ServeSettings, create_app\n"
+        f"create_app(ServeSettings(model={str(served['checkpoint'])!r}))\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('pixelseg.engine', "
+        "'pixelseg.workflows')))\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
