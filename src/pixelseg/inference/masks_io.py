@@ -20,6 +20,7 @@ __all__ = [
     "IGNORE_COLOR",
     "colorize",
     "default_palette",
+    "index_mask_image",
     "load_index_mask",
     "overlay",
     "save_index_mask",
@@ -126,16 +127,14 @@ def overlay(
     return out
 
 
-def save_index_mask(
-    path: str | Path,
-    labels: np.ndarray,
-    palette: Sequence[Sequence[int]] | None = None,
-) -> Path:
-    """Write ``labels [H, W]`` (values 0..255) as a palette PNG; returns the path.
+def index_mask_image(
+    labels: np.ndarray, palette: Sequence[Sequence[int]] | None = None
+) -> Image.Image:
+    """``labels [H, W]`` (values 0..255) as a palette ('P') image, ready to save as PNG.
 
     The raw pixel values are the class indices; ``palette`` (default :func:`default_palette`
-    over all 256 indices, so 255/void gets a colour too) supplies the display colours. Parent
-    folders are created.
+    over all 256 indices, so 255/void gets a colour too) supplies the display colours. Kept
+    apart from :func:`save_index_mask` so that a service can encode the same PNG in memory.
     """
     labels = _check_labels(labels)
     if labels.size and (labels.min() < 0 or labels.max() > 255):
@@ -151,13 +150,24 @@ def save_index_mask(
         raise InvalidInputError(
             f"label {int(labels.max())} has no colour: palette has {len(lut)} entries"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(labels.astype(np.uint8))  # "L"; putpalette turns it into "P"
     full = np.zeros((256, 3), dtype=np.uint8)
     full[: len(lut)] = lut
     img.putpalette(full.reshape(-1).tolist())
-    img.save(path, format="PNG")
+    return img
+
+
+def save_index_mask(
+    path: str | Path,
+    labels: np.ndarray,
+    palette: Sequence[Sequence[int]] | None = None,
+) -> Path:
+    """Write ``labels [H, W]`` (values 0..255) as a palette PNG (:func:`index_mask_image`);
+    returns the path. Parent folders are created."""
+    image = index_mask_image(labels, palette)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
     return path
 
 
