@@ -445,7 +445,8 @@
     if (types.length) parts.push(types.map((t) => t.replace(/^image\//, "").toUpperCase()).join(", "));
     if (limits.max_upload_bytes) parts.push(`up to ${formatBytes(limits.max_upload_bytes)}`);
     if (limits.max_pixels) parts.push(`${Number((limits.max_pixels / 1e6).toFixed(1))} megapixels`);
-    els.limits.textContent = parts.join(" · ");
+    // Non-breaking spaces keep "20 MiB" and "40 megapixels" on one line each.
+    els.limits.textContent = parts.map((part) => part.replaceAll(" ", "\u00a0")).join(" · ");
   }
 
   function showLatency(result, roundTripMs) {
@@ -582,6 +583,9 @@
     });
     els.apiKey.addEventListener("change", () => loadInfo());
   }
+
+  // The mask decoder, for the browser test and for anyone inspecting a mask_png by hand.
+  window.pixelsegPage = Object.freeze({ decodeIndexPng });
 
   bindEvents();
   loadInfo();
