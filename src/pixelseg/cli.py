@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pixelseg.cli_serve import add_serve_command
 from pixelseg.errors import InvalidInputError, PixelsegError
 
 __all__ = ["build_parser", "main"]
@@ -33,6 +34,8 @@ EXAMPLES = {
     "--out runs/demo/model.onnx\n"
     "         pixelseg export --checkpoint runs/demo/last.pt --quantize int8 "
     "--calibration configs/shapes_unet.yaml --out runs/demo/model_int8.onnx",
+    "serve": "example: pixelseg serve --model runs/demo/last.pt --port 8000\n"
+    "         pixelseg serve --model runs/demo/model.onnx --api-key-env PIXELSEG_API_KEY",
     "models": "example: pixelseg models",
     "demo": "example: pixelseg demo --out runs/demo\n"
     "         pixelseg demo --task instance --out runs/demo_instance\n"
@@ -249,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="training images used to calibrate INT8 (default 64)",
     )
 
+    add_serve_command(command)
+
     command("models", "List the available models and encoders.")
 
     demo = command("demo", "Train, evaluate and predict on synthetic shapes (no downloads).")
@@ -372,6 +377,10 @@ def _medical(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":  # before workflows: the service never loads the training engine
+        from pixelseg.cli_serve import run_serve
+
+        return run_serve(args)
     # Imported here so that `pixelseg --help` answers instantly.
     from pixelseg import workflows
 
