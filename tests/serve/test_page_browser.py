@@ -330,13 +330,42 @@ def test_page_decodes_mask_pngs_of_every_depth_and_filter(service, page):
 
     page.goto(service.url)
     decode = """async (b64) => {
-      const mask = await window.pixelsegPage.decodeIndexPng(b64);
+      const { decodeIndexPng } = await import("/static/mask.js");
+      const mask = await decodeIndexPng(b64);
       return [mask.width, mask.height, Array.from(mask.indices)];
     }"""
     for name, (data, labels) in cases.items():
         width, height, indices = page.evaluate(decode, base64.b64encode(data).decode())
         assert (height, width) == labels.shape, name
         np.testing.assert_array_equal(np.asarray(indices).reshape(labels.shape), labels, name)
+    assert page.errors == []
+
+
+def test_page_shows_a_rotated_jpeg_as_stored_like_the_service(service, page, tmp_path):
+    """The service ignores EXIF orientation; a browser applies it. The page resets the tag,
+    so a phone photo (orientation 6: turn 90 degrees) stays on the mask's pixel grid."""
+    stored = np.full((24, 40, 3), 230, dtype=np.uint8)
+    stored[:, :20] = 20  # dark left half, as stored
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    image.save(path, format="JPEG", quality=95, exif=exif)
+    expected = segment_directly(service.url, path.name, path.read_bytes(), "image/jpeg")
+    assert (expected["body"]["width"], expected["body"]["height"]) == (40, 24)
+
+    page.goto(service.url)
+    page.set_input_files("#file-input", path)
+    page.wait_for_selector("#overlay[data-ready='true']")
+    assert "mask only" not in page.inner_text("#image-info")
+    page.focus("#opacity")
+    page.keyboard.press("Home")
+    page.wait_for_selector("#overlay[data-opacity='0']")
+    width, height, data = page.evaluate(READ_CANVAS)
+    assert (width, height) == (40, 24)
+    shown = np.asarray(data, dtype=np.int16).reshape(height, width, 4)[..., :3]
+    decoded = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+    assert np.abs(shown - decoded).max() <= 8  # two JPEG decoders, same orientation
     assert page.errors == []
 
 
