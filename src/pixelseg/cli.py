@@ -521,10 +521,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Under torchrun, only rank 0 logs progress; the others report warnings and errors.
     quiet = int(os.environ.get("RANK", "0")) != 0
+    # pixelseg's own progress at INFO; other libraries (the ONNX exporter's optimiser logs
+    # every pass at INFO) only from WARNING, unless --debug asks for everything.
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING if quiet else logging.INFO,
+        level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.debug:
+        logging.getLogger("pixelseg").setLevel(logging.WARNING if quiet else logging.INFO)
     if args.debug:
         return _run(args)
     try:
