@@ -11,6 +11,12 @@ each), every request a 360x480 PNG drawn from a small pool encoded beforehand, u
 (batch 1, micro-batching, batch 1, ...), each round on a freshly started service after one
 warm-up request, so that machine load hits both alike.
 
+Beside the service, the model alone: images per second of onnxruntime ``session.run`` on
+batches of 1 and of ``--batch`` images, alternating, in this process with the service's
+threads. That ratio is the most micro-batching can gain on this machine: on a CPU a
+forward pass of B images costs about B single passes, so batching can only save the
+per-call overhead, unlike a GPU, where one image leaves most of the device idle.
+
 Reported per mode: throughput (answered requests per second of the round), p50/p95/p99
 latency as the client sees it, errors (any non-200 answer or transport failure), and the
 batch sizes the service ran (from its ``/metrics``). Both processes share the same cores:
@@ -180,6 +186,26 @@ def load(url: str, pool: list[bytes], requests: int, concurrency: int, max_s: fl
     return {"latencies": latencies, "errors": errors, "wall_s": wall}
 
 
+def model_only(model: Path, batch: int, threads: int, repeats: int = 5) -> dict[str, float]:
+    """Images per second of the bare onnxruntime session at batch 1 and at ``batch``
+    (medians of ``repeats`` alternating timings, after one warm-up each)."""
+    from pixelseg.export.runtime import onnx_session
+
+    session = onnx_session(model, threads, spinning=False)
+    name = session.get_inputs()[0].name
+    rng = np.random.default_rng(0)
+    inputs = {b: rng.standard_normal((b, 3, *SIZE)).astype(np.float32) for b in (1, batch)}
+    times: dict[int, list[float]] = {1: [], batch: []}
+    for array in inputs.values():
+        session.run(None, {name: array})
+    for _ in range(repeats):
+        for b, array in inputs.items():
+            start = time.perf_counter()
+            session.run(None, {name: array})
+            times[b].append(time.perf_counter() - start)
+    return {f"batch_{b}": b / statistics.median(t) for b, t in times.items()}
+
+
 def run_round(model: Path, batch: int, args: argparse.Namespace, pool: list[bytes]) -> dict:
     import httpx
 
@@ -248,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint = camvid_checkpoint(Path(tmp) / "camvid_unet.pt", args.data)
             model = export_onnx(checkpoint, Path(tmp) / "camvid_unet.onnx")
         pool = png_pool(16)
+        ceiling = model_only(model, args.batch, args.threads)
         rounds = []
         for index in range(args.rounds):
             for batch in (1, args.batch):
@@ -277,9 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratio = micro["throughput"] / single["throughput"]
     print(f"micro-batching / batch 1 throughput: {ratio:.2f}x (target >= 1.3x)")
+    best = ceiling[f"batch_{args.batch}"] / ceiling["batch_1"]
+    print(
+        f"model alone (onnxruntime session.run): {ceiling['batch_1']:.2f} images/s at batch 1, "
+        f"{ceiling[f'batch_{args.batch}']:.2f} at batch {args.batch}: {best:.2f}x is the most "
+        "batching can gain here"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        summary = {"single": single, "micro": micro, "ratio": ratio, "rounds": rounds}
+        summary = {"single": single, "micro": micro, "ratio": ratio, "model_only": ceiling}
+        summary["rounds"] = rounds
         args.json.write_text(
             json.dumps(
                 {"args": vars(args) | {"cpus": os.cpu_count()}, **summary}, indent=1, default=str
