@@ -24,6 +24,7 @@ from torch import nn
 from pixelseg.checkpoints import package_version
 from pixelseg.config import ExperimentConfig
 from pixelseg.errors import CheckpointError, ConfigError, InvalidInputError
+from pixelseg.models.slicewise import SliceWise
 from pixelseg.tasks.base import DataBundle, TaskPlugin
 from pixelseg.tasks.common import load_checkpoint_model, refuse_tiling
 from pixelseg.tasks.semantic_setup import build_loss
@@ -82,8 +83,6 @@ def _create(spec: dict[str, Any], **extra: Any) -> nn.Module:
 def build_model(config: ExperimentConfig, bundle: DataBundle) -> nn.Module:
     """The volumetric model of ``config.model`` for the bundle's classes: a 3D model, or a 2D
     one on slices (:class:`~pixelseg.models.slicewise.SliceWise`)."""
-    from pixelseg.models.slicewise import SliceWise
-
     spec = model_spec(config, bundle.num_classes)
     weights = config.model.encoder_weights
     try:
@@ -91,11 +90,11 @@ def build_model(config: ExperimentConfig, bundle: DataBundle) -> nn.Module:
     except InvalidInputError as error:
         raise ConfigError(f"model: {error}") from None
     if isinstance(model, SliceWise):
-        check_slice_sizes(config, model)
+        _check_slice_sizes(config, model)
     return model
 
 
-def check_slice_sizes(config: ExperimentConfig, model: Any) -> None:
+def _check_slice_sizes(config: ExperimentConfig, model: SliceWise) -> None:
     """A 2.5D model needs patches (and windows) deep enough for a slice to see all its
     neighbours: an error naming the key otherwise. A patch H x W that is not a multiple of
     the 2D model's ``size_multiple`` works (the model pads to it and crops back) but
