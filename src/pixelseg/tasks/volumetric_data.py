@@ -292,6 +292,9 @@ def build_volumetric_data(
         )
     if data.val_transforms:
         raise ConfigError("data.val_transforms has no effect with task 'volumetric'")
+    augment = build_augment3d(data.augment)
+    if settings.patch_size[0] == 1:
+        _check_in_plane(augment)
     record = None
     if data.dataset == "synthetic":
         train_cases, val, classes = _phantoms(config)
@@ -308,9 +311,6 @@ def build_volumetric_data(
             raise DataError(
                 f"case {case.name!r}: label value {too_high} is outside the classes {classes}"
             )
-    augment = build_augment3d(data.augment)
-    if settings.patch_size[0] == 1:
-        _check_in_plane(augment)
     # Patches hanging over the border are padded with the darkest training intensity (air).
     pad = float(min(case.image.min() for case in train_cases))
     train = PatchDataset(
