@@ -32,6 +32,9 @@ def test_models_lists_names(capsys):
     out = capsys.readouterr().out
     for name in ("fcn8s", "unet", "unetpp", "deeplabv3plus", "resnet50"):
         assert name in out
+    volumetric = out.split("volumetric models")[1]
+    assert "unet3d" in volumetric and "deep_supervision" in volumetric
+    assert "context_slices" in volumetric
 
 
 def test_config_error_is_one_line_with_exit_2(tmp_path, capsys):

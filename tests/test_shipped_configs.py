@@ -50,6 +50,15 @@ CASES = {
             "volumetric.phantom.spacing=[3.6,3.6,5.0]",
         ],
     ),
+    "phantom_unet2d.yaml": (
+        None,
+        [
+            "volumetric.phantom.num_train=2",
+            "volumetric.phantom.num_val=1",
+            "volumetric.phantom.shape=[40,40,24]",
+            "volumetric.phantom.spacing=[3.6,3.6,5.0]",
+        ],
+    ),
     "pennfudan_maskrcnn.yaml": (
         "pennfudan",
         ["data.val_fraction=0.05", "model.options.min_size=[128]", "model.options.max_size=192"],

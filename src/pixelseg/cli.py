@@ -404,6 +404,16 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"  {name:<16} {description}")
                 print(textwrap.fill(", ".join(options(name)), 88, initial_indent=" " * 19,
                                     subsequent_indent=" " * 19))  # fmt: skip
+        from pixelseg.models import volumetric
+
+        print("volumetric models (task: volumetric; model.options below):")
+        for name, description in volumetric.available_volumetric().items():
+            if not volumetric.is_slice_model(name):
+                print(f"  {name:<16} {description}")
+                print(textwrap.fill(", ".join(volumetric.volumetric_options(name)), 88,
+                                    initial_indent=" " * 19, subsequent_indent=" " * 19))  # fmt: skip
+        print("  and the first list's models on axial slices: model.encoder and options as in")
+        print("  2D, plus context_slices (2.5D: k neighbouring slices on each side as channels)")
         return 0
     if args.command == "demo":
         _check_folder(args.out, "--out")

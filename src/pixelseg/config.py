@@ -217,7 +217,9 @@ _SOURCE_HINTS = {
 
 
 class ModelConfig(_Section):
-    """Arguments of :func:`pixelseg.models.create` (num_classes comes from the data)."""
+    """Arguments of :func:`pixelseg.models.create` (num_classes comes from the data); for
+    task volumetric, of :func:`pixelseg.models.volumetric.create_volumetric` (``unet3d``,
+    or a 2D model run on slices)."""
 
     name: str = "unet"
     encoder: str | None = None

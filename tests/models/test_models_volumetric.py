@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from pixelseg.errors import InvalidInputError
+from pixelseg.models import available
 from pixelseg.models.volumetric import (
+    SLICE_MODEL_NAMES,
     VOLUMETRIC_MODEL_NAMES,
     available_volumetric,
     create_volumetric,
@@ -28,8 +30,10 @@ def _one_thread() -> Iterator[None]:
 
 def test_listing_names_every_model_with_a_description() -> None:
     listing = available_volumetric()
-    assert tuple(listing) == VOLUMETRIC_MODEL_NAMES == ("unet3d",)
+    assert tuple(available()) == SLICE_MODEL_NAMES
+    assert tuple(listing) == VOLUMETRIC_MODEL_NAMES == ("unet3d", *SLICE_MODEL_NAMES)
     assert all(description for description in listing.values())
+    assert listing["unet"].startswith("2D on axial slices") and "U-Net" in listing["unet"]
 
 
 def test_options_are_the_constructor_keywords() -> None:
@@ -47,10 +51,17 @@ def test_unknown_name_and_option_get_hints() -> None:
         create_volumetric("unet3d", 2, norm="bn")
 
 
+# Small settings keep every model quick; the 2D models run on slices (their defaults are
+# ImageNet-sized encoders).
+SMALL = {"unet": {"base_channels": 4}, "unetpp": {"base_channels": 4},
+         "deeplabv3plus": {"encoder": "mobilenet_v3_large", "aspp_channels": 8},
+         **{f"fcn{n}s": {"encoder": "resnet18", "fc_channels": 8} for n in (8, 16, 32)}}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", VOLUMETRIC_MODEL_NAMES)
 def test_contract(name: str) -> None:
     """Any size in, logits of that size out, in train and eval mode, with gradients."""
-    model = create_volumetric(name, 3, in_channels=2)
+    model = create_volumetric(name, 3, in_channels=2, **SMALL.get(name, {}))
     x = torch.randn(2, 2, 9, 10, 11)
     out = model.train()(x)
     assert out.shape == (2, 3, 9, 10, 11)

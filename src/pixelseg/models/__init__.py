@@ -35,6 +35,7 @@ __all__ = [
     "available_encoders",
     "build_encoder",
     "create",
+    "model_options",
 ]
 
 # name -> builder; the first line of the builder's docstring is its description.
@@ -69,6 +70,14 @@ def _options(builder: Callable[..., nn.Module]) -> tuple[list[str], bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
+def model_options(name: str) -> list[str]:
+    """The keyword options model ``name`` takes besides ``num_classes``, ``in_channels`` and
+    ``encoder``: its constructor's, then ``input_scale`` and ``training_logits``."""
+    if not isinstance(name, str) or name not in _BUILDERS:
+        raise unknown_choice("model", str(name), _BUILDERS)
+    return [*_options(_BUILDERS[name])[0], "input_scale", "training_logits"]
+
+
 def _with_hint(key: str, valid: list[str]) -> str:
     match = closest_match(key, valid)
     return f"{key!r} (did you mean {match!r}?)" if match else repr(key)
@@ -98,8 +107,7 @@ def create(
     options = dict(options)
     input_scale = options.pop("input_scale", 1.0)
     training_logits = options.pop("training_logits", "input")
-    valid, takes_any = _options(builder)
-    valid = [*valid, "input_scale", "training_logits"]
+    valid, takes_any = model_options(name), _options(builder)[1]
     unknown = sorted(set(options) - set(valid))
     if unknown and not takes_any:
         hints = [_with_hint(k, valid) for k in unknown]

@@ -263,6 +263,21 @@ def _files(
     return train, val, list(source.classes), record
 
 
+def _check_in_plane(augment: Any) -> None:
+    """One-slice patches (2D models on slices) cannot be rotated out of their plane: a
+    rotation about axis 1 or 2 would read the slice's own voxels stretched, not its
+    neighbours. An error naming the ``data.augment`` entry."""
+    from pixelseg.medical.augment3d_ops import RotateOp
+
+    for index, op in enumerate(augment.ops if augment is not None else []):
+        if isinstance(op, RotateOp) and any(op.degrees[a] != (0.0, 0.0) for a in (1, 2)):
+            raise ConfigError(
+                f"data.augment[{index}] (rotate) turns about axes 1 or 2, which tilts a slice "
+                "out of its plane; volumetric.patch_size is one slice deep (2D on slices), so "
+                "rotate about axis 0 only (axes: [0]) or use deeper patches"
+            )
+
+
 def build_volumetric_data(
     config: ExperimentConfig, split: dict[str, Any] | None = None
 ) -> DataBundle:
@@ -277,6 +292,9 @@ def build_volumetric_data(
         )
     if data.val_transforms:
         raise ConfigError("data.val_transforms has no effect with task 'volumetric'")
+    augment = build_augment3d(data.augment)
+    if settings.patch_size[0] == 1:
+        _check_in_plane(augment)
     record = None
     if data.dataset == "synthetic":
         train_cases, val, classes = _phantoms(config)
@@ -300,7 +318,7 @@ def build_volumetric_data(
         settings.patch_size,
         settings.samples_per_epoch,
         settings.foreground_fraction,
-        build_augment3d(data.augment),
+        augment,
         names=[case.name for case in train_cases],
         pad_image=pad,
     )

@@ -1,17 +1,21 @@
-"""Volumetric segmentation from a config or a checkpoint: 3D model, task, checkpoint
-metadata and predictor; bundled as the task's plug-in (:data:`PLUGIN`).
+"""Volumetric segmentation from a config or a checkpoint: model, task, checkpoint metadata
+and predictor; bundled as the task's plug-in (:data:`PLUGIN`).
 
-``model.name`` picks the volumetric model (``unet3d``; see
-:func:`pixelseg.models.volumetric.create_volumetric`), ``model.options`` its options
-(depth, width, norm, deep supervision). The ``volumetric`` section holds the patch size,
-the preprocessing and the sliding-window settings; the ``loss`` section the loss (Dice +
-cross-entropy is the usual choice). A checkpoint keeps the preprocessing and inference
-settings, so ``predict`` prepares and tiles a new volume exactly as validation did.
+``model.name`` picks the volumetric model (see
+:func:`pixelseg.models.volumetric.create_volumetric`): the 3D U-Net ``unet3d`` with
+``model.options`` its options (depth, width, norm, deep supervision), or any 2D model
+(``unet``, ``deeplabv3plus``, ...) run on the axial slices, with ``model.encoder``,
+``model.encoder_weights`` and ``model.options`` as in 2D plus ``context_slices`` (2.5D).
+The ``volumetric`` section holds the patch size, the preprocessing and the sliding-window
+settings; the ``loss`` section the loss (Dice + cross-entropy is the usual choice). A
+checkpoint keeps the preprocessing and inference settings, so ``predict`` prepares and
+tiles a new volume exactly as validation did.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import torch
@@ -20,6 +24,7 @@ from torch import nn
 from pixelseg.checkpoints import package_version
 from pixelseg.config import ExperimentConfig
 from pixelseg.errors import CheckpointError, ConfigError, InvalidInputError
+from pixelseg.models.slicewise import SliceWise
 from pixelseg.tasks.base import DataBundle, TaskPlugin
 from pixelseg.tasks.common import load_checkpoint_model, refuse_tiling
 from pixelseg.tasks.semantic_setup import build_loss
@@ -37,33 +42,94 @@ __all__ = [
     "task_from_checkpoint",
 ]
 
+log = logging.getLogger(__name__)
+
 
 def model_spec(config: ExperimentConfig, num_classes: int) -> dict[str, Any]:
-    """The ``create_volumetric()`` arguments stored in checkpoints."""
-    if config.model.encoder is not None or config.model.encoder_weights is not None:
-        raise ConfigError("volumetric models have no encoder: leave model.encoder unset")
+    """The ``create_volumetric()`` arguments stored in checkpoints (``encoder_weights`` is
+    not among them: the weights come from the checkpoint)."""
+    from pixelseg.models.volumetric import is_slice_model
+
+    model = config.model
+    if not is_slice_model(model.name) and (
+        model.encoder is not None or model.encoder_weights is not None
+    ):
+        raise ConfigError(
+            f"model.name {model.name!r} is a 3D model and has no encoder: leave model.encoder "
+            "and model.encoder_weights unset (2D models on slices take them)"
+        )
     return {
-        "name": config.model.name,
+        "name": model.name,
         "num_classes": num_classes,
         "in_channels": config.data.in_channels,
-        "options": dict(config.model.options),
+        "encoder": model.encoder,
+        "options": dict(model.options),
     }
 
 
-def _create(spec: dict[str, Any]) -> nn.Module:
+def _create(spec: dict[str, Any], **extra: Any) -> nn.Module:
     from pixelseg.models.volumetric import create_volumetric
 
     return create_volumetric(
-        spec["name"], spec["num_classes"], in_channels=spec["in_channels"], **spec["options"]
+        spec["name"],
+        spec["num_classes"],
+        in_channels=spec["in_channels"],
+        encoder=spec.get("encoder"),  # checkpoints of 3D models written before 2D ones lack it
+        **spec["options"],
+        **extra,
     )
 
 
 def build_model(config: ExperimentConfig, bundle: DataBundle) -> nn.Module:
-    """The 3D model of ``config.model`` for the bundle's classes."""
+    """The volumetric model of ``config.model`` for the bundle's classes: a 3D model, or a 2D
+    one on slices (:class:`~pixelseg.models.slicewise.SliceWise`)."""
+    spec = model_spec(config, bundle.num_classes)
+    weights = config.model.encoder_weights
     try:
-        return _create(model_spec(config, bundle.num_classes))
+        model = _create(spec, **({"encoder_weights": weights} if weights is not None else {}))
     except InvalidInputError as error:
         raise ConfigError(f"model: {error}") from None
+    if isinstance(model, SliceWise):
+        _check_slice_sizes(config, model)
+    return model
+
+
+def _check_slice_sizes(config: ExperimentConfig, model: SliceWise) -> None:
+    """A 2.5D model needs patches (and windows) deep enough for a slice to see all its
+    neighbours: an error naming the key otherwise. A patch H x W that is not a multiple of
+    the 2D model's ``size_multiple`` works (the model pads to it and crops back) but
+    computes the padding too: a warning naming both."""
+    from pixelseg.models.base import scaled_length
+
+    k = model.context_slices
+    needed = 2 * k + 1
+    for key, size in (
+        ("volumetric.patch_size", config.volumetric.patch_size),
+        ("eval.window", config.eval.window),
+    ):
+        if size is not None and len(size) == 3 and size[0] < needed:
+            raise ConfigError(
+                f"{key} {list(size)} is {size[0]} slice(s) deep, but model.options."
+                f"context_slices {k} needs at least {needed} (2k + 1) for a slice to see its "
+                f"{k} neighbour(s) on each side; use [{needed}, {size[1]}, {size[2]}] or more"
+            )
+    multiple = int(getattr(model.model, "size_multiple", 1))
+    scale = float(getattr(model.model, "input_scale", 1.0))
+    _, h, w = config.volumetric.patch_size
+    net = (scaled_length(h, scale), scaled_length(w, scale))
+    if net[0] % multiple or net[1] % multiple:
+        padded = [-(-n // multiple) * multiple for n in net]
+        log.warning(
+            "volumetric.patch_size %s: 2D model %r pads each slice's %dx%d to %dx%d (multiples "
+            "of %d) and computes the padding too; patch H and W that are multiples of %d "
+            "waste nothing",
+            list(config.volumetric.patch_size),
+            config.model.name,
+            *net,
+            *padded,
+            multiple,
+            multiple,
+        )
 
 
 def train_extras(
