@@ -4,6 +4,8 @@ input's grid."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,35 @@ def test_a_case_is_scored_once_for_the_metrics_and_its_report_row(monkeypatch):
     assert [row["dice"] for row in rows] == [1.0, 1.0]
     task.sample_rows(torch.zeros_like(prediction), batch)  # another prediction: scored anew
     assert len(calls) == 8
+
+
+def test_deep_supervision_weights_from_the_config_weigh_the_outputs():
+    """loss.deep_supervision_weights reaches the loss (it used to be ignored): with weights
+    [0, 1] only the half-resolution output counts; without, nnU-Net's [1, 0]."""
+    from pixelseg.config import parse_config
+    from pixelseg.tasks.volumetric_setup import build_task
+
+    mask = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    full = torch.zeros(1, 2, 4, 4, 4)
+    half = torch.zeros(1, 2, 2, 2, 2)
+    half[:, 1] = 3.0  # wrong everywhere: a large loss
+    ce = torch.nn.CrossEntropyLoss()
+
+    def task(weights):
+        return VolumetricTask(["background", "nodule"], ce, inference=InferenceSettings(),
+                              preprocessing=Preprocessing(),
+                              deep_supervision_weights=weights)  # fmt: skip
+
+    expected_half = ce(half, torch.zeros(1, 2, 2, 2, dtype=torch.long))
+    assert torch.isclose(task([0.0, 1.0]).loss([full, half], {"mask": mask}), expected_half)
+    assert torch.isclose(task(None).loss([full, half], {"mask": mask}), ce(full, mask))
+    config = parse_config({
+        "task": "volumetric", "data": {"dataset": "synthetic"},
+        "model": {"name": "unet3d"}, "loss": {"deep_supervision_weights": [0.0, 1.0]},
+    })  # fmt: skip
+    bundle = SimpleNamespace(classes=["background", "nodule"], ignore_index=None)
+    built = build_task(config, bundle)
+    assert built.deep_supervision_weights == [0.0, 1.0]
+    assert torch.isclose(
+        built.loss([full, half], {"mask": mask}), built.loss_fn(half, mask[:, ::2, ::2, ::2])
+    )

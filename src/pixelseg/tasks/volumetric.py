@@ -143,7 +143,9 @@ class VolumetricTask:
     ``loss_fn`` takes ``(logits [B, K, D, H, W], mask [B, D, H, W])``; None builds a task
     for evaluation and prediction. A model with deep supervision returns a list in training
     mode, full resolution first (nnU-Net's order), and the loss is
-    :func:`pixelseg.models.unet3d.deep_supervision_loss` over it. ``preprocessing`` (a
+    :func:`pixelseg.models.unet3d.deep_supervision_loss` over it, weighted by
+    ``deep_supervision_weights`` (``loss.deep_supervision_weights``; default nnU-Net's
+    halving weights, the lowest resolution at 0). ``preprocessing`` (a
     :class:`~pixelseg.tasks.volumetric_data.Preprocessing`) is how ``predict`` prepares an
     input volume.
     """
@@ -164,6 +166,7 @@ class VolumetricTask:
         preprocessing: Any,
         tolerance: float = 1.0,
         restrict_to_lung: bool = False,
+        deep_supervision_weights: Sequence[float] | None = None,
     ) -> None:
         if len(class_names) < 2:
             raise InvalidInputError(
@@ -172,6 +175,9 @@ class VolumetricTask:
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.loss_fn = loss_fn
+        self.deep_supervision_weights = (
+            list(deep_supervision_weights) if deep_supervision_weights else None
+        )
         self.inference = inference
         self.preprocessing = preprocessing
         self.tolerance = float(tolerance)
@@ -233,7 +239,9 @@ class VolumetricTask:
         if isinstance(output, list | tuple):
             from pixelseg.models.unet3d import deep_supervision_loss
 
-            return deep_supervision_loss(list(output), batch["mask"], self.loss_fn)
+            return deep_supervision_loss(
+                list(output), batch["mask"], self.loss_fn, self.deep_supervision_weights
+            )
         return self.loss_fn(output, batch["mask"])
 
     def eval_loss(self, output: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor | None:

@@ -170,6 +170,7 @@ def build_task(
         preprocessing=Preprocessing.from_config(config.volumetric),
         tolerance=config.volumetric.nsd_tolerance_mm,
         restrict_to_lung=config.volumetric.restrict_to_lung,
+        deep_supervision_weights=config.loss.deep_supervision_weights,
     )
 
 
