@@ -128,8 +128,10 @@ def write_folder(images: np.ndarray, labels: np.ndarray, indices: list[int], roo
 
 
 def length_overrides(args) -> list[str]:
+    """The run's length: ``--steps`` optimiser steps (no time budget), or ``--minutes`` of
+    training, with the epochs out of the way so that the budget ends the run."""
     if args.steps:
-        return [f"train.iterations={args.steps}", "train.epochs=null"]
+        return [f"train.iterations={args.steps}", "train.epochs=null", "train.max_minutes=null"]
     return [f"train.max_minutes={args.minutes}", "train.epochs=100000"]
 
 
@@ -255,6 +257,10 @@ def merge(paths: list[str]) -> list[str]:
     records = [json.loads(Path(p).read_text()) for p in paths]
     if not records:
         return ["no runs to merge"]
+    kinds = {(r["split"], r["minutes"], r["step_budget"]) for r in records}
+    if len(kinds) > 1:
+        shown = ", ".join(f"split {s} minutes {m} steps {n}" for s, m, n in sorted(kinds, key=str))
+        raise ValueError(f"the runs differ in split or budget ({shown}); merge like with like")
     first = records[0]
     budget = (
         f"{first['minutes']:g} training minutes"
@@ -292,7 +298,17 @@ def merge(paths: list[str]) -> list[str]:
         )
     hosts = sorted({f"{r['machine']['platform']}, {r['machine']['cpus']} CPUs" for r in records})
     threads = sorted({r["machine"]["threads"] for r in records})
-    lines.append(f"machine: {'; '.join(hosts)}; threads {', '.join(map(str, threads))}")
+    loads = [
+        r["machine"]["load_average_before"]
+        for r in records
+        if "load_average_before" in r["machine"]
+    ]
+    busy = (
+        f"; 1-minute load average at the runs' starts {min(loads):.1f}..{max(loads):.1f}"
+        if loads
+        else ""
+    )
+    lines.append(f"machine: {'; '.join(hosts)}; threads {', '.join(map(str, threads))}{busy}")
     return lines
 
 

@@ -90,24 +90,31 @@ def test_both_sides_run_write_json_and_merge(bench, tmp_path, capsys):
     pytest.importorskip("segmentation_models_pytorch")
     data = write_h5(tmp_path / "patches.h5")
     common = ["--data", str(data), "--out", str(tmp_path / "runs"), "--threads", "1"]
-    ours, plain = tmp_path / "pixelseg_0.json", tmp_path / "baseline_0.json"
-    # pixelseg through its time budget (train.max_minutes), the plain loop through --steps
-    bench.main(["--side", "pixelseg", "--minutes", "0.02", *common, "--json", str(ours),
-                "model.options.base_channels=4"])  # fmt: skip
-    bench.main(["--side", "baseline", "--steps", "3", *common, "--json", str(plain)])
-    for path, side in ((ours, "pixelseg"), (plain, "baseline")):
+    small = "model.options.base_channels=4"
+    records = {}
+    for side, length in (("pixelseg", ["--minutes", "0.02"]), ("baseline", ["--minutes", "0.02"]),
+                         ("pixelseg", ["--steps", "2"]), ("baseline", ["--steps", "3"])):  # fmt: skip
+        path = tmp_path / f"{side}_{length[0][2:]}.json"
+        overrides = [small] if side == "pixelseg" else []  # a tiny U-Net, for speed
+        bench.main(["--side", side, *length, *common, "--json", str(path), *overrides])
         record = json.loads(path.read_text())
         assert record["side"] == side and record["seed"] == 0
         assert record["scored_patches"] == 30 and record["training_patches"] == 20
+        assert record["tumour_free_patches"] == 6  # 10 of 50, in proportion
         assert len(record["per_patch"]) == 30 and record["steps"] >= 1
         assert record["dice"] == pytest.approx(np.mean(record["per_patch"]))
         assert 0.0 <= record["dice_global"] <= 1.0 and record["machine"]["threads"] == 1
-    assert json.loads(plain.read_text())["steps"] == 3
+        records[(side, length[0])] = (path, record)
+    assert records[("pixelseg", "--steps")][1]["steps"] == 2
+    assert records[("baseline", "--steps")][1]["steps"] == 3
+    assert records[("pixelseg", "--minutes")][1]["training_minutes"] >= 0.02
+    assert records[("pixelseg", "--minutes")][1]["overrides"] == [small]
     assert (tmp_path / "runs" / "pixelseg_test_0" / "last.pt").is_file()
     capsys.readouterr()
-    bench.main(["--merge", str(ours), str(plain)])
+    bench.main(["--merge", *(str(records[(s, "--minutes")][0]) for s in ("pixelseg", "baseline"))])
     out = capsys.readouterr().out
-    assert "30 scored patches" in out and "pixelseg  0" in out and "baseline  0" in out
+    assert "30 scored patches (6 tumour-free), 20 training patches, 0.02 training minutes" in out
+    assert "pixelseg  0" in out and "baseline  0" in out
     assert "target >= 1.2x" in out and "threads 1" in out
 
 
@@ -115,7 +122,8 @@ def _record(side: str, seed: int, dice: float, steps: int) -> dict:
     return {"side": side, "seed": seed, "split": "test", "minutes": 10.0, "step_budget": None,
             "steps": steps, "scored_patches": 30, "tumour_free_patches": 4,
             "training_patches": 100, "dice": dice, "dice_tumour": dice - 0.1,
-            "dice_global": dice + 0.1, "machine": {"platform": "Linux", "cpus": 2, "threads": 2}}  # fmt: skip
+            "dice_global": dice + 0.1,
+            "machine": {"platform": "Linux", "cpus": 2, "threads": 2, "load_average_before": 0.5 + seed}}  # fmt: skip
 
 
 def test_merge_gives_mean_and_spread_over_seeds_and_the_ratio(bench, tmp_path):
@@ -135,4 +143,14 @@ def test_merge_gives_mean_and_spread_over_seeds_and_the_ratio(bench, tmp_path):
     assert "0.5333 +- 0.0577" in row
     # 0.7 / 0.5333 = 1.3125
     assert "pixelseg 0.7000 / baseline 0.5333 = 1.31x (target >= 1.2x: met)" in text
-    assert "threads 2" in text
+    assert "threads 2; 1-minute load average at the runs' starts 0.5..2.5" in text
+
+
+def test_merge_refuses_runs_of_different_budgets(bench, tmp_path):
+    short = {**_record("baseline", 0, 0.5, 30), "minutes": 1.0}
+    paths = []
+    for name, record in (("a", _record("pixelseg", 0, 0.6, 90)), ("b", short)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+        paths.append(str(tmp_path / f"{name}.json"))
+    with pytest.raises(ValueError, match="differ in split or budget"):
+        bench.merge(paths)
