@@ -67,7 +67,11 @@ CASES = {
 
 
 def test_every_shipped_config_is_covered():
-    covered = set(CASES) | {"voc_deeplabv3plus.yaml", "coco_maskrcnn.yaml"}
+    covered = set(CASES) | {
+        "voc_deeplabv3plus.yaml",
+        "coco_maskrcnn.yaml",
+        "msd_lung_patches_unet.yaml",
+    }
     assert {p.name for p in (ROOT / "configs").glob("*.yaml")} == covered
 
 
@@ -98,3 +102,29 @@ def test_coco_config_trains_on_an_exported_folder(tmp_path):
     metrics, run_dir = workflows.train(config)
     assert (run_dir / "last.pt").is_file() and "mask_ap" in metrics
     assert (run_dir / "splits.json").is_file()
+
+
+def test_msd_lung_config_trains_on_patch_folders(tmp_path):
+    """configs/msd_lung_patches_unet.yaml on grey 48x48 image/mask folders of the form
+    benchmarks/msd_lung.py writes (a bright disc of tumour on noise)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    for part in ("train", "test"):
+        for sub in ("images", "masks"):
+            (tmp_path / part / sub).mkdir(parents=True)
+        for i in range(3):
+            mask = ((yy - 24) ** 2 + (xx - 20 - i) ** 2 <= 36).astype(np.uint8)
+            grey = rng.integers(0, 100, size=(48, 48)) + 120 * mask
+            Image.fromarray(grey.astype(np.uint8)).save(tmp_path / part / "images" / f"p{i}.png")
+            Image.fromarray(mask).save(tmp_path / part / "masks" / f"p{i}.png")
+    folders = [f"data.{key}={tmp_path / part / sub}" for key, part, sub in (
+        ("images", "train", "images"), ("masks", "train", "masks"),
+        ("val_images", "test", "images"), ("val_masks", "test", "masks"))]  # fmt: skip
+    overrides = [*QUICK, f"output_dir={tmp_path / 'run'}", *folders]
+    config = load_config(ROOT / "configs" / "msd_lung_patches_unet.yaml", overrides)
+    metrics, run_dir = workflows.train(config)
+    assert (run_dir / "last.pt").is_file() and "mdice" in metrics
+    assert config.data.in_channels == 1
