@@ -161,6 +161,12 @@ def test_models_and_options_without_onnx_export_are_refused(exported, tmp_path):
         with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
             export_checkpoint(checkpoint, tmp_path / "out" / f"{name}.onnx")
         assert not list((tmp_path / "out").glob("*")), name  # nothing written
+    from pixelseg.export.quantize import quantize_checkpoint
+
+    config = parse_config({"task": "instance", "model": {"name": "maskrcnn"}})
+    with pytest.raises(CheckpointError, match="INT8 quantisation is for semantic models"):
+        quantize_checkpoint(exported["checkpoint"], tmp_path / "out" / "int8.onnx", config)
+    assert not list((tmp_path / "out").glob("*"))
 
 
 def test_tiling_options_are_refused_for_onnx_detectors(exported, tmp_path, capsys):
