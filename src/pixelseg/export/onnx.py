@@ -21,8 +21,9 @@ from typing import Any
 
 from pixelseg.checkpoints import load_checkpoint, require_keys
 from pixelseg.errors import CheckpointError, InvalidInputError
+from pixelseg.export.graph_check import DEFAULT_TOLERANCE, GraphCheck
 from pixelseg.export.onnx_detection import export_detection
-from pixelseg.export.onnx_logits import DEFAULT_TOLERANCE, GraphCheck, LogitsModule
+from pixelseg.export.onnx_logits import LogitsModule
 from pixelseg.export.onnx_semantic import (
     INPUT_NAME,
     OPSET,

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from pixelseg.errors import CheckpointError, ExportError
 from pixelseg.export.deps import import_deploy
 from pixelseg.export.detection_parity import DetectionDiff, DetectionTolerance, compare_detections
-from pixelseg.export.onnx_logits import GraphCheck
+from pixelseg.export.graph_check import GraphCheck
 from pixelseg.tasks import get_plugin
 
 __all__ = [

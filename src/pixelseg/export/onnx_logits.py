@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from pixelseg.export.deps import import_deploy
 from pixelseg.inference import extract_logits
 
 __all__ = [
-    "DEFAULT_TOLERANCE",
-    "GraphCheck",
     "LogitsModule",
     "check_logits",
     "distinct_sizes",
@@ -35,30 +32,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Default limit on the largest absolute difference, onnxruntime against PyTorch (fp32):
-#: logits for semantic and volumetric models, matched scores for detectors. Measured logit
-#: differences are 1e-6 to 5e-4 (docs/DEPLOYMENT.md); 1e-3 leaves a margin without letting
-#: a wrong graph (differences of 1e-1 and more) through.
-DEFAULT_TOLERANCE = 1e-3
-
-
-@dataclass
-class GraphCheck:
-    """What a task's exporter wrote and how it checked it.
-
-    ``sidecar``: the task's sidecar entries (``input``, ``output``, ``input_rules``,
-    ``parity``); ``max_abs_diff``: the largest difference held against the tolerance;
-    ``shapes``: the input shapes compared; ``dynamic``: which axes are dynamic, in words;
-    ``summary``: the parity line the CLI prints.
-    """
-
-    opset: int
-    max_abs_diff: float
-    shapes: list[list[int]]
-    dynamic: str
-    summary: str
-    sidecar: dict[str, Any] = field(default_factory=dict)
 
 
 class LogitsModule(nn.Module):

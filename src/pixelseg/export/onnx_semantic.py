@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pixelseg.export.onnx_logits import GraphCheck, LogitsModule, check_logits, export_dynamic
+from pixelseg.export.graph_check import GraphCheck
+from pixelseg.export.onnx_logits import LogitsModule, check_logits, export_dynamic
 from pixelseg.inference import model_from_checkpoint
 from pixelseg.models.base import scaled_length
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pixelseg.export.graph_check import GraphCheck
 from pixelseg.export.onnx_logits import (
-    GraphCheck,
     LogitsModule,
     check_logits,
     distinct_sizes,

@@ -126,8 +126,9 @@ def _volumetric_predictor(session, sidecar, *, window, overlap, tta, where) -> P
         window,
         tta,
         where,
-        "is a volumetric model: it predicts window by window over the window and with the "
-        "flip TTA its sidecar's inference settings name",
+        "is a volumetric model: it always predicts window by window, with the window, "
+        "overlap and flip TTA its sidecar's inference settings name (set volumetric.tta / "
+        "eval.window in the config before training to change them)",
     )
     return OnnxPredictor(session, sidecar)
 
