@@ -61,13 +61,17 @@ PREDICT_NAMING = (
 
 
 EXPORT_NOTES = (
-    "writes the .onnx file (opset 18, dynamic batch, height and width) and a .json sidecar "
-    "beside it (classes, colours, normalisation, input-size rules, pixelseg version). "
-    "onnxruntime and PyTorch run the same inputs first: if the largest absolute logit "
-    "difference exceeds --tolerance, the export fails and writes nothing. With --quantize "
-    "int8, the model is calibrated on --calibration's training images and both models are "
-    "scored on its validation set; an INT8 model losing more than --max-miou-drop mIoU "
-    "points is refused. Needs the deploy extra: pip install 'pixelseg[deploy]'."
+    "writes the .onnx file and a .json sidecar beside it (classes, colours, normalisation or "
+    "preprocessing, input-size rules, opset, pixelseg version). Semantic models and the "
+    "volumetric unet3d: opset 18, dynamic batch and spatial axes; Mask R-CNN: opset 16, one "
+    "image per run with dynamic height and width. onnxruntime and PyTorch run the same "
+    "inputs first: if the largest absolute difference (logits; for Mask R-CNN the scores of "
+    "paired detections, with boxes within 0.1 px and mask IoU >= 0.99) exceeds --tolerance, "
+    "the export fails and writes nothing. YOLACT, Panoptic FPN and Soft-NMS are refused. "
+    "With --quantize int8 (semantic models), the model is calibrated on --calibration's "
+    "training images and both models are scored on its validation set; an INT8 model "
+    "losing more than --max-miou-drop mIoU points is refused. Needs the deploy extra: "
+    "pip install 'pixelseg[deploy]'."
 )
 
 DATA_EXPORT_NOTES = (
@@ -228,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance",
         type=float,
         default=1e-3,
-        help="largest absolute logit difference onnxruntime vs PyTorch allowed (default 1e-3)",
+        help="largest absolute difference onnxruntime vs PyTorch allowed: logits, or the "
+        "scores of paired detections (Mask R-CNN); default 1e-3",
     )
     export.add_argument(
         "--quantize", choices=["int8"], help="write an INT8 (static) model instead of fp32"

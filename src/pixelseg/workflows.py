@@ -324,14 +324,7 @@ def export_model(
     if quantize is None:
         from pixelseg.export.onnx import export_checkpoint
 
-        result = export_checkpoint(checkpoint, out, tolerance=tolerance)
-        return [
-            f"wrote {result.model_path} and {result.sidecar_path} (opset "
-            f"{result.sidecar['opset']}, dynamic batch, height and width) in "
-            f"{result.seconds:.1f} s",
-            f"parity: max |logit difference| onnxruntime vs PyTorch {result.max_abs_diff:.2g} "
-            f"<= {result.tolerance:g} over inputs {result.shapes}",
-        ]
+        return export_checkpoint(checkpoint, out, tolerance=tolerance).lines()
     from pixelseg.config import load_config
     from pixelseg.export.quantize import quantize_checkpoint
 

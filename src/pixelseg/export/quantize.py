@@ -42,6 +42,10 @@ __all__ = ["QuantizeReport", "quantize_checkpoint", "quantize_onnx", "score_pred
 
 log = logging.getLogger(__name__)
 
+#: Tasks whose models quantise: calibration feeds ``images [B, C, H, W]`` and the guard
+#: scores logits with the task's accumulator, which only semantic models are built for.
+QUANTIZABLE_TASKS = ("semantic",)
+
 
 @dataclass
 class QuantizeReport:
@@ -184,6 +188,11 @@ def quantize_checkpoint(
         raise CheckpointError(
             f"{where} is a {payload['task']!r} model; the calibration config's task is "
             f"{config.task!r}"
+        )
+    if config.task not in QUANTIZABLE_TASKS:
+        raise CheckpointError(
+            f"{where} is a {config.task!r} model; INT8 quantisation is for "
+            f"{', '.join(QUANTIZABLE_TASKS)} models (export it in fp32 without --quantize)"
         )
     plugin = get_plugin(config.task)
     bundle = build_datasets(config, split)

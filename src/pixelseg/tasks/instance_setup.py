@@ -176,4 +176,12 @@ PLUGIN = TaskPlugin(
     summary=InstanceTask.summary,
     checkpoint_keys=("classes", "model_spec"),
     model_names=_model_names,
+    export_keys=(
+        "classes",
+        "category_ids",
+        "colors",
+        "normalization",
+        "in_channels",
+        "model_spec",
+    ),
 )

@@ -269,4 +269,13 @@ PLUGIN = TaskPlugin(
     summary=VolumetricTask.summary,
     checkpoint_keys=("classes", "model_spec", "preprocessing", "inference"),
     model_names=_model_names,
+    export_keys=(
+        "classes",
+        "in_channels",
+        "preprocessing",
+        "inference",
+        "nsd_tolerance_mm",
+        "restrict_to_lung",
+        "model_spec",
+    ),
 )
