@@ -94,7 +94,14 @@ def task_checkpoint(task: str, model: str, path):
         "data": {"synthetic": {"num_train": 2, "num_val": 2, "size": 32}, "batch_size": 2},
         "model": {"name": model},
     }
-    for section, values in TINY_TASKS.get((task, model), {}).items():
+    tiny = TINY_TASKS.get((task, model))
+    if tiny is None and task == "volumetric":  # a 2D model run slice by slice
+        options = {k: v for k, v in TINY.get(model, {}).items() if k != "deep_supervision"}
+        encoder = options.pop("encoder", None)
+        tiny = {**TINY_TASKS[("volumetric", "unet3d")],
+                "model": {"encoder": encoder, "options": options}}  # fmt: skip
+        tiny["volumetric"] = {**tiny["volumetric"], "patch_size": [1, 32, 32]}
+    for section, values in (tiny or {}).items():
         raw[section] = {**raw.get(section, {}), **values}
     plugin = TASKS[task]
     config = parse_config(raw)
