@@ -225,6 +225,12 @@ class PatchDataset(Dataset):
     ``(image, mask) -> (image, mask)`` on those tensors, optionally with ``set_seed``) is
     wrapped in a :class:`PatchTransform`, the ``transform`` attribute, whose ``set_seed``
     seeds the patch position and the augmentation together.
+
+    Cases may be read-only memory maps (:mod:`pixelseg.medical.case_cache`): a draw copies
+    only its patch. Give their stored ``locations`` (one :func:`class_locations` dict per
+    case) and ``check_values=False`` (the cache checked the values when it wrote them) so
+    that construction reads no volume whole; otherwise every case is checked for NaN and
+    its class locations are found here.
     """
 
     def __init__(
@@ -238,6 +244,8 @@ class PatchDataset(Dataset):
         names: Sequence[str] | None = None,
         pad_image: float = 0.0,
         pad_label: int = 0,
+        locations: Sequence[dict[int, np.ndarray]] | None = None,
+        check_values: bool = True,
     ) -> None:
         self.sampler = PatchSampler(
             patch_size, foreground_fraction, pad_image=pad_image, pad_label=pad_label
@@ -254,16 +262,29 @@ class PatchDataset(Dataset):
         self.images: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         for name, case in zip(self.names, cases, strict=True):
-            image, label = self._check(name, case)
+            image, label = self._check(name, case, check_values)
             self.images.append(image)
             self.labels.append(label)
-        self.locations = [class_locations(label) for label in self.labels]
+        if locations is not None and len(locations) != len(cases):
+            raise InvalidInputError(
+                f"locations must hold one dict per case ({len(cases)}), got {len(locations)}"
+            )
+        self.locations = (
+            [class_locations(label) for label in self.labels]
+            if locations is None
+            else [dict(found) for found in locations]
+        )
         self.samples_per_epoch = int(samples_per_epoch)
         self.transform = PatchTransform(transform)
 
     @staticmethod
-    def _check(name: str, case: tuple[Array, Array]) -> tuple[np.ndarray, np.ndarray]:
-        image, label = (c.numpy() if isinstance(c, torch.Tensor) else np.asarray(c) for c in case)
+    def _check(
+        name: str, case: tuple[Array, Array], check_values: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # asanyarray: a memmap stays a memmap (no copy, and visible as one)
+        image, label = (
+            c.numpy() if isinstance(c, torch.Tensor) else np.asanyarray(c) for c in case
+        )
         if image.ndim != 4 or label.ndim != 3 or image.shape[1:] != label.shape:
             raise InvalidInputError(
                 f"case {name}: need image [C, D, H, W] and label [D, H, W] of the same D, H, "
@@ -271,8 +292,8 @@ class PatchDataset(Dataset):
             )
         if label.dtype.kind not in "iub":
             raise InvalidInputError(f"case {name}: label must be integer, got {label.dtype}")
-        image = image.astype(np.float32, copy=False)
-        if not np.isfinite(image).all():
+        image = image.astype(np.float32, copy=False)  # a float32 memmap stays one
+        if check_values and not np.isfinite(image).all():
             raise NonFiniteError(f"case {name}: image holds NaN or infinite values")
         return image, label
 
