@@ -198,8 +198,9 @@ def _phantoms(config: ExperimentConfig) -> tuple[list[CaseRecipe], list[CaseReci
     from pixelseg.medical.phantom_dataset import case_seed
 
     syn = config.volumetric.phantom
-    # What makes one phantom: not how many there are.
-    looks = syn.model_dump(mode="json", exclude={"num_train", "num_val"})
+    # What makes one phantom (not how many there are), for the cache key; warnings off: a
+    # config built with model_copy(update=...) may hold lists where tuples are declared.
+    looks = syn.model_dump(mode="json", exclude={"num_train", "num_val"}, warnings=False)
 
     def recipe(seed: int, name: str) -> CaseRecipe:
         return CaseRecipe(
