@@ -69,6 +69,21 @@ def test_phantoms_draw_the_same_patches_and_validation_cases_from_the_cache(tmp_
     assert_same_data(memory, again)
 
 
+def test_cached_training_data_pickles_by_file_name_for_spawned_workers(tmp_path):
+    import pickle
+
+    memory = build_volumetric_data(config(tmp_path)).train
+    cached = build_volumetric_data(config(tmp_path, tmp_path / "cache")).train
+    volume_bytes = sum(image.nbytes for image in memory.images)
+    assert len(pickle.dumps(memory)) > volume_bytes  # by value: every voxel
+    sent = pickle.dumps(cached)
+    assert len(sent) < volume_bytes / 10
+    received = pickle.loads(sent)
+    assert all(isinstance(a, np.memmap) for a in received.images + received.labels)
+    for x, y in zip(patches(received), patches(memory), strict=True):
+        assert np.array_equal(x["image"], y["image"]) and np.array_equal(x["mask"], y["mask"])
+
+
 def write_cases(folder, seeds):
     for seed in seeds:
         image, label = make_phantom(seed, shape=(24, 28, 12), spacing=(3.0, 3.0, 4.0))

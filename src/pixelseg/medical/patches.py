@@ -21,6 +21,7 @@ scanning the volume per draw.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -97,6 +98,32 @@ def _crop(array: Array, start: Sequence[int], size: Sequence[int], fill: float) 
         out = np.full(shape, fill, dtype=array.dtype)
     out[(..., *dst)] = array[(..., *src)]
     return out
+
+
+class _MappedArray:
+    """A read-only memmap of a whole file, pickled as where it lives (reopened on unpickling)."""
+
+    def __init__(self, array: np.memmap) -> None:
+        self.filename, self.offset = str(array.filename), int(array.offset)
+        self.dtype, self.shape = array.dtype.str, tuple(array.shape)
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> _MappedArray | np.ndarray:
+        """``array`` by reference when it maps a whole file (as ``np.load(mmap_mode="r")``
+        gives), else ``array`` itself (pickled by value)."""
+        if (
+            isinstance(array, np.memmap)
+            and array.filename is not None
+            and array.flags.c_contiguous
+            and os.path.getsize(array.filename) == array.offset + array.nbytes
+        ):
+            return cls(array)
+        return array
+
+    def open(self) -> np.memmap:
+        return np.memmap(
+            self.filename, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape
+        )
 
 
 class PatchSampler:
@@ -296,6 +323,19 @@ class PatchDataset(Dataset):
         if check_values and not np.isfinite(image).all():
             raise NonFiniteError(f"case {name}: image holds NaN or infinite values")
         return image, label
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling a memmap copies its data: DataLoader workers started by ``spawn`` (macOS,
+        # Windows) would each get every case. Send whole-file memmaps by file name instead.
+        state = self.__dict__.copy()
+        state["images"] = [_MappedArray.of(a) for a in self.images]
+        state["labels"] = [_MappedArray.of(a) for a in self.labels]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key in ("images", "labels"):
+            state[key] = [a.open() if isinstance(a, _MappedArray) else a for a in state[key]]
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
         return self.samples_per_epoch
