@@ -151,8 +151,9 @@ def prepare_case(name: str, image: Any, label: Any | None, settings: Preprocessi
 
 class CaseDataset(Dataset):
     """Whole cases for validation: sample ``i`` reads and preprocesses case ``i`` when asked
-    (volumes are large): ``image`` float32 ``[1, D, H, W]``, ``mask`` int64 ``[D, H, W]``,
-    ``name``, ``spacing`` (mm along D, H, W)."""
+    (volumes are large; or reads it from the disk cache), holding no case between calls:
+    ``image`` float32 ``[1, D, H, W]``, ``mask`` int64 ``[D, H, W]``, ``name``, ``spacing``
+    (mm along D, H, W)."""
 
     def __init__(
         self, names: Sequence[str], load: Callable[[int], PreparedCase], classes: Sequence[str]
