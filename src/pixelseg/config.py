@@ -412,7 +412,18 @@ class VolumetricConfig(_Section):
     restrict_to_lung: bool = False
     # The normalised surface Dice tolerance in mm.
     nsd_tolerance_mm: float = Field(1.0, ge=0.0)
+    # A folder of preprocessed cases (pixelseg.medical.case_cache), read memory-mapped so
+    # that CT datasets need not fit in memory; shared by runs with the same preprocessing,
+    # like MONAI's PersistentDataset(cache_dir=...). None: every case in memory.
+    cache_dir: str | None = None
     phantom: PhantomConfig = PhantomConfig()
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir_named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("volumetric.cache_dir must name a folder (or be null: no cache)")
+        return value
 
 
 class ExperimentConfig(_Section):

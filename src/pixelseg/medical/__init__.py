@@ -13,7 +13,8 @@ Import these from their modules (they are not loaded by ``import pixelseg.medica
 :mod:`~pixelseg.medical.datasets` (``NiftiPairs``, ``MSDDataset``),
 :mod:`~pixelseg.medical.prepare` (DICOM/NIfTI folders to an MSD dataset) and
 :mod:`~pixelseg.medical.patches` (axis order, the foreground-oversampling patch sampler and
-the torch ``PatchDataset``).
+the torch ``PatchDataset``) and :mod:`~pixelseg.medical.case_cache` (preprocessed cases on
+disk, read memory-mapped).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ scanning the volume per draw.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -97,6 +98,32 @@ def _crop(array: Array, start: Sequence[int], size: Sequence[int], fill: float) 
         out = np.full(shape, fill, dtype=array.dtype)
     out[(..., *dst)] = array[(..., *src)]
     return out
+
+
+class _MappedArray:
+    """A read-only memmap of a whole file, pickled as where it lives (reopened on unpickling)."""
+
+    def __init__(self, array: np.memmap) -> None:
+        self.filename, self.offset = str(array.filename), int(array.offset)
+        self.dtype, self.shape = array.dtype.str, tuple(array.shape)
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> _MappedArray | np.ndarray:
+        """``array`` by reference when it maps a whole file (as ``np.load(mmap_mode="r")``
+        gives), else ``array`` itself (pickled by value)."""
+        if (
+            isinstance(array, np.memmap)
+            and array.filename is not None
+            and array.flags.c_contiguous
+            and os.path.getsize(array.filename) == array.offset + array.nbytes
+        ):
+            return cls(array)
+        return array
+
+    def open(self) -> np.memmap:
+        return np.memmap(
+            self.filename, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape
+        )
 
 
 class PatchSampler:
@@ -225,6 +252,12 @@ class PatchDataset(Dataset):
     ``(image, mask) -> (image, mask)`` on those tensors, optionally with ``set_seed``) is
     wrapped in a :class:`PatchTransform`, the ``transform`` attribute, whose ``set_seed``
     seeds the patch position and the augmentation together.
+
+    Cases may be read-only memory maps (:mod:`pixelseg.medical.case_cache`): a draw copies
+    only its patch. Give their stored ``locations`` (one :func:`class_locations` dict per
+    case) and ``check_values=False`` (the cache checked the values when it wrote them) so
+    that construction reads no volume whole; otherwise every case is checked for NaN and
+    its class locations are found here.
     """
 
     def __init__(
@@ -238,6 +271,8 @@ class PatchDataset(Dataset):
         names: Sequence[str] | None = None,
         pad_image: float = 0.0,
         pad_label: int = 0,
+        locations: Sequence[dict[int, np.ndarray]] | None = None,
+        check_values: bool = True,
     ) -> None:
         self.sampler = PatchSampler(
             patch_size, foreground_fraction, pad_image=pad_image, pad_label=pad_label
@@ -254,16 +289,29 @@ class PatchDataset(Dataset):
         self.images: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         for name, case in zip(self.names, cases, strict=True):
-            image, label = self._check(name, case)
+            image, label = self._check(name, case, check_values)
             self.images.append(image)
             self.labels.append(label)
-        self.locations = [class_locations(label) for label in self.labels]
+        if locations is not None and len(locations) != len(cases):
+            raise InvalidInputError(
+                f"locations must hold one dict per case ({len(cases)}), got {len(locations)}"
+            )
+        self.locations = (
+            [class_locations(label) for label in self.labels]
+            if locations is None
+            else [dict(found) for found in locations]
+        )
         self.samples_per_epoch = int(samples_per_epoch)
         self.transform = PatchTransform(transform)
 
     @staticmethod
-    def _check(name: str, case: tuple[Array, Array]) -> tuple[np.ndarray, np.ndarray]:
-        image, label = (c.numpy() if isinstance(c, torch.Tensor) else np.asarray(c) for c in case)
+    def _check(
+        name: str, case: tuple[Array, Array], check_values: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # asanyarray: a memmap stays a memmap (no copy, and visible as one)
+        image, label = (
+            c.numpy() if isinstance(c, torch.Tensor) else np.asanyarray(c) for c in case
+        )
         if image.ndim != 4 or label.ndim != 3 or image.shape[1:] != label.shape:
             raise InvalidInputError(
                 f"case {name}: need image [C, D, H, W] and label [D, H, W] of the same D, H, "
@@ -271,10 +319,23 @@ class PatchDataset(Dataset):
             )
         if label.dtype.kind not in "iub":
             raise InvalidInputError(f"case {name}: label must be integer, got {label.dtype}")
-        image = image.astype(np.float32, copy=False)
-        if not np.isfinite(image).all():
+        image = image.astype(np.float32, copy=False)  # a float32 memmap stays one
+        if check_values and not np.isfinite(image).all():
             raise NonFiniteError(f"case {name}: image holds NaN or infinite values")
         return image, label
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling a memmap copies its data: DataLoader workers started by ``spawn`` (macOS,
+        # Windows) would each get every case. Send whole-file memmaps by file name instead.
+        state = self.__dict__.copy()
+        state["images"] = [_MappedArray.of(a) for a in self.images]
+        state["labels"] = [_MappedArray.of(a) for a in self.labels]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key in ("images", "labels"):
+            state[key] = [a.open() if isinstance(a, _MappedArray) else a for a in state[key]]
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
         return self.samples_per_epoch

@@ -5,8 +5,10 @@ settings travel in checkpoints): optional resampling to ``volumetric.spacing`` (
 linear, labels nearest), intensity normalisation (a CT window, z-score or percentiles), then
 the model's axis order ``[C, D, H, W]`` = ``[C, k, j, i]``. Training draws patches
 (:class:`pixelseg.medical.patches.PatchDataset`, nnU-Net's foreground oversampling) from
-the preprocessed training cases, which it holds in memory; validation scores whole cases,
-read and preprocessed one at a time.
+the preprocessed training cases; validation scores whole cases, read and preprocessed one
+at a time. The training cases are held in memory, unless ``volumetric.cache_dir`` names a
+folder: then each case is preprocessed once into it and read back memory-mapped
+(:mod:`pixelseg.tasks.volumetric_cache`), so a CT dataset need not fit in memory.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pixelseg.tasks.instance_data import check_saved_split
 __all__ = [
     "PHANTOM_VAL_SEED_OFFSET",
     "CaseDataset",
+    "CaseRecipe",
     "PreparedCase",
     "Preprocessing",
     "build_volumetric_data",
@@ -105,6 +108,17 @@ class PreparedCase:
     source_affine: np.ndarray
 
 
+@dataclass(frozen=True)
+class CaseRecipe:
+    """How to make one prepared case (``build``, reading and preprocessing it), and what
+    identifies its source for the disk cache (``source``: JSON-able, e.g. the files' path,
+    size and modification time; the preprocessing settings are added by the cache)."""
+
+    name: str
+    source: dict[str, Any]
+    build: Callable[[], PreparedCase]
+
+
 def prepare_case(name: str, image: Any, label: Any | None, settings: Preprocessing) -> PreparedCase:
     """Resample (if asked), normalise and reorder one case (``image``/``label``: Volumes)."""
     from pixelseg.medical.patches import volume_to_model
@@ -137,8 +151,9 @@ def prepare_case(name: str, image: Any, label: Any | None, settings: Preprocessi
 
 class CaseDataset(Dataset):
     """Whole cases for validation: sample ``i`` reads and preprocesses case ``i`` when asked
-    (volumes are large): ``image`` float32 ``[1, D, H, W]``, ``mask`` int64 ``[D, H, W]``,
-    ``name``, ``spacing`` (mm along D, H, W)."""
+    (volumes are large; or reads it from the disk cache), holding no case between calls:
+    ``image`` float32 ``[1, D, H, W]``, ``mask`` int64 ``[D, H, W]``, ``name``, ``spacing``
+    (mm along D, H, W)."""
 
     def __init__(
         self, names: Sequence[str], load: Callable[[int], PreparedCase], classes: Sequence[str]
@@ -180,21 +195,22 @@ def _phantom_case(config: ExperimentConfig, seed: int, name: str) -> PreparedCas
     return prepare_case(name, image, label, Preprocessing.from_config(config.volumetric))
 
 
-def _phantoms(config: ExperimentConfig) -> tuple[list[PreparedCase], CaseDataset, list[str]]:
+def _phantoms(config: ExperimentConfig) -> tuple[list[CaseRecipe], list[CaseRecipe], list[str]]:
     from pixelseg.medical.phantom_dataset import case_seed
 
     syn = config.volumetric.phantom
-    train = [
-        _phantom_case(config, case_seed(config.seed, i), f"phantom_{i:03d}")
-        for i in range(syn.num_train)
-    ]
+    # What makes one phantom (not how many there are), for the cache key; warnings off: a
+    # config built with model_copy(update=...) may hold lists where tuples are declared.
+    looks = syn.model_dump(mode="json", exclude={"num_train", "num_val"}, warnings=False)
+
+    def recipe(seed: int, name: str) -> CaseRecipe:
+        return CaseRecipe(
+            name, {"phantom": looks, "seed": seed}, lambda: _phantom_case(config, seed, name)
+        )
+
+    train = [recipe(case_seed(config.seed, i), f"phantom_{i:03d}") for i in range(syn.num_train)]
     val_seed = config.seed + PHANTOM_VAL_SEED_OFFSET
-    names = [f"phantom_val_{i:03d}" for i in range(syn.num_val)]
-    val = CaseDataset(
-        names,
-        lambda i: _phantom_case(config, case_seed(val_seed, i), names[i]),
-        PHANTOM_TASK_CLASSES,
-    )
+    val = [recipe(case_seed(val_seed, i), f"phantom_val_{i:03d}") for i in range(syn.num_val)]
     return train, val, PHANTOM_TASK_CLASSES
 
 
@@ -221,7 +237,7 @@ def _split_files(
 
 def _files(
     config: ExperimentConfig,
-) -> tuple[list[PreparedCase], CaseDataset, list[str], dict[str, Any] | None]:
+) -> tuple[list[CaseRecipe], list[CaseRecipe], list[str], dict[str, Any] | None]:
     """An MSD folder (``data.root``) or NIfTI pairs (``data.images`` + ``data.masks``, with
     ``data.val_images`` + ``data.val_masks`` or a seeded ``val_fraction`` of the cases)."""
     from pathlib import Path
@@ -251,15 +267,25 @@ def _files(
         else:
             val_source, (train_idx, val_idx, record) = source, _split_files(config, source)
 
+    from pixelseg.medical.case_cache import file_fingerprint
+
     def load(dataset: Any, i: int) -> PreparedCase:
         case = dataset[i]
         if case.label is None:
             raise DataError(f"case {case.name!r} has no label")
         return prepare_case(case.name, case.image, case.label, settings)
 
-    train = [load(source, i) for i in train_idx]
-    val_names = [val_source.names[i] for i in val_idx]
-    val = CaseDataset(val_names, lambda j: load(val_source, val_idx[j]), list(source.classes))
+    def recipe(dataset: Any, i: int) -> CaseRecipe:
+        name, image, label = dataset.files[i]
+        files = {  # the classes too: reading a case checks its label values against them
+            "image": file_fingerprint(image),
+            "label": file_fingerprint(label) if label is not None else None,
+            "classes": list(source.classes),
+        }
+        return CaseRecipe(name, files, lambda: load(dataset, i))
+
+    train = [recipe(source, i) for i in train_idx]
+    val = [recipe(val_source, i) for i in val_idx]
     return train, val, list(source.classes), record
 
 
@@ -297,35 +323,56 @@ def build_volumetric_data(
         _check_in_plane(augment)
     record = None
     if data.dataset == "synthetic":
-        train_cases, val, classes = _phantoms(config)
+        train_recipes, val_recipes, classes = _phantoms(config)
     elif data.dataset in ("msd", "nifti"):
-        train_cases, val, classes, record = _files(config)
+        train_recipes, val_recipes, classes, record = _files(config)
     else:  # config validation lists the datasets of each task; this guards a new one
         raise ConfigError(f"data.dataset {data.dataset!r} has no volumetric targets")
     if split is not None and record is not None:
         check_saved_split(split, record)
-    for case in train_cases:
-        assert case.label is not None
-        too_high = int(case.label.max(initial=0))
+    names = [recipe.name for recipe in train_recipes]
+    locations: list[dict[int, np.ndarray]] | None = None
+    if settings.cache_dir is None:
+        cases = [recipe.build() for recipe in train_recipes]
+        arrays = [(case.image, case.label) for case in cases]
+        image_min = [float(case.image.min()) for case in cases]
+        label_max = [int(case.label.max(initial=0)) for case in cases]  # type: ignore[union-attr]
+
+        def load_val(index: int) -> PreparedCase:
+            return val_recipes[index].build()
+    else:
+        from pixelseg.tasks.volumetric_cache import VolumetricCaseCache
+
+        cache = VolumetricCaseCache(settings.cache_dir, Preprocessing.from_config(settings))
+        entries = cache.training_cases(train_recipes)
+        arrays = [(entry.image, entry.label) for entry in entries]
+        image_min = [entry.image_min for entry in entries]
+        label_max = [entry.label_max for entry in entries]
+        locations = [entry.locations for entry in entries]
+        load_val = cache.loader(val_recipes)
+    for name, too_high in zip(names, label_max, strict=True):
         if too_high >= len(classes):
             raise DataError(
-                f"case {case.name!r}: label value {too_high} is outside the classes {classes}"
+                f"case {name!r}: label value {too_high} is outside the classes {classes}"
             )
     # Patches hanging over the border are padded with the darkest training intensity (air).
-    pad = float(min(case.image.min() for case in train_cases))
     train = PatchDataset(
-        [(case.image, case.label) for case in train_cases],
+        arrays,  # type: ignore[arg-type]
         settings.patch_size,
         settings.samples_per_epoch,
         settings.foreground_fraction,
         augment,
-        names=[case.name for case in train_cases],
-        pad_image=pad,
+        names=names,
+        pad_image=min(image_min),
+        locations=locations,
+        check_values=locations is None,  # the cache checked them when it wrote them
     )
+    val = CaseDataset([recipe.name for recipe in val_recipes], load_val, classes)
     log.info(
-        "volumetric data: %d training cases (%d patches per epoch), %d validation cases",
-        len(train_cases),
+        "volumetric data: %d training cases (%d patches per epoch), %d validation cases%s",
+        len(names),
         settings.samples_per_epoch,
         len(val),
+        "" if settings.cache_dir is None else f", cached in {settings.cache_dir}",
     )
     return DataBundle(train, val, list(classes), None, None, [0.0], [1.0], None, record)
