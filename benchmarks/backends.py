@@ -80,7 +80,9 @@ def quantize_raw(fp32: Path, out: Path, images: list[dict[str, torch.Tensor]]) -
     quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
 
 
-def measure(name: str, size: int, threads: int, repeats: int, calibration: int) -> dict[str, Any]:
+def measure(
+    name: str, size: int, threads: int, repeats: int, calibration: int, spinning: bool = False
+) -> dict[str, Any]:
     spec = MODELS[name]
     torch.manual_seed(0)
     model = models.create(spec["name"], CLASSES, encoder=spec["encoder"], **spec["options"])
@@ -105,7 +107,9 @@ def measure(name: str, size: int, threads: int, repeats: int, calibration: int) 
         }
         # No spinning: idle onnxruntime threads would otherwise busy-wait into the next
         # backend's run and slow it down.
-        sessions = {key: onnx_session(path, threads, spinning=False) for key, path in paths.items()}
+        sessions = {
+            key: onnx_session(path, threads, spinning=spinning) for key, path in paths.items()
+        }
         sizes = {key: path.stat().st_size for key, path in paths.items()}
 
         def eager() -> np.ndarray:
@@ -166,12 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--calibration", type=int, default=8, help="INT8 calibration images")
+    parser.add_argument(
+        "--spinning",
+        action="store_true",
+        help="let idle onnxruntime threads spin (its default in a service; faster per run, "
+        "but they may busy-wait into the next backend's timing)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = []
     for name in args.models:
-        results.append(measure(name, args.size, args.threads, args.repeats, args.calibration))
+        results.append(
+            measure(name, args.size, args.threads, args.repeats, args.calibration, args.spinning)
+        )
         print(f"measured {name}", file=sys.stderr, flush=True)
     print(
         f"CPU features: {', '.join(cpu_features()) or 'unknown'}; threads {args.threads}; "
