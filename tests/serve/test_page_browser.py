@@ -47,8 +47,6 @@ if CHROMIUM is None:  # pragma: no cover - depends on the machine
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
-from pixelseg import workflows  # noqa: E402
-from pixelseg.config import parse_config  # noqa: E402
 from pixelseg.data import SyntheticShapes  # noqa: E402
 from pixelseg.serve import ServeSettings, create_app  # noqa: E402
 
@@ -84,28 +82,10 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A U-Net (base_channels 4) trained for a few seconds on 32x32 synthetic shapes."""
-    root = tmp_path_factory.mktemp("page_model")
-    raw = {
-        "seed": 0,
-        "output_dir": str(root / "run"),
-        "data": {
-            "synthetic": {"num_train": 48, "num_val": 8, "size": 32},
-            "batch_size": 8,
-            "normalize": "imagenet",
-        },
-        "model": {"name": "unet", "options": {"base_channels": 4}},
-        "train": {
-            "epochs": 4,
-            "progress": False,
-            "tensorboard": False,
-            "threads": 2,
-            "optimizer": {"name": "adamw", "lr": 0.01},
-        },
-    }
-    workflows.train(parse_config(raw))
-    return root / "run" / "best.pt"
+def checkpoint(served) -> Path:
+    """The serve tests' U-Net (base_channels 4) trained a few seconds on 32x32 shapes
+    (conftest's session fixture: trained once for all the serve tests)."""
+    return served["checkpoint"]
 
 
 class RunningService:
