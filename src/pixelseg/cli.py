@@ -20,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from pixelseg.cli_serve import add_serve_command
+from pixelseg.cli_tools import (
+    add_data_commands,
+    add_medical_commands,
+    check_output_folder,
+    run_data_export,
+    run_medical,
+)
 from pixelseg.errors import InvalidInputError, PixelsegError
 
 __all__ = ["build_parser", "main"]
@@ -72,16 +79,6 @@ EXPORT_NOTES = (
     "training images and both models are scored on its validation set; an INT8 model "
     "losing more than --max-miou-drop mIoU points is refused. Needs the deploy extra: "
     "pip install 'pixelseg[deploy]'."
-)
-
-DATA_EXPORT_NOTES = (
-    "writes OUT/instances.json and OUT/images/<name>.png: masks as compressed RLE (lossless), "
-    "images as PNG, categories with ids 1..K in label order. Sources: shapes (the synthetic "
-    "circles, squares and triangles; --num, --size, --seed) and pennfudan (--root, --split). "
-    "Reload with pixelseg.data.CocoInstances(OUT/images, OUT/instances.json). "
-    "--format coco_panoptic (shapes, textures as stuff) writes OUT/panoptic.json, "
-    "OUT/panoptic/<name>.png and OUT/images; reload with "
-    "pixelseg.data.CocoPanoptic(OUT/images, OUT/panoptic.json)."
 )
 
 
@@ -273,112 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         "volumetric: 3D U-Net on CT phantoms (lung nodules)",
     )
 
-    _add_data_commands(command)
-    _add_medical_commands(command)
+    add_data_commands(command, _CommandParser)
+    add_medical_commands(command, _CommandParser)
     return parser
-
-
-def _add_data_commands(command: Any) -> None:
-    """``pixelseg data ACTION``: dataset tools, each action a subcommand of ``data``."""
-    from pixelseg.data_export import EXPORT_FORMATS, EXPORT_SOURCES
-
-    data = command("data", "Dataset tools: export an instance source (COCO).")
-    actions = data.add_subparsers(
-        dest="data_command", required=True, metavar="ACTION", parser_class=_CommandParser
-    )
-    export = command(
-        "export",
-        "Write an instance source as a COCO dataset.",
-        notes=DATA_EXPORT_NOTES,
-        under=actions,
-        example="data",
-    )
-    export.add_argument(
-        "source", metavar="SOURCE", help=f"instance source: {', '.join(EXPORT_SOURCES)}"
-    )
-    export.add_argument("--out", required=True, help="output folder")
-    export.add_argument(
-        "--format",
-        default="coco",
-        help=f"output format: {', '.join(EXPORT_FORMATS)} (default coco)",
-    )
-    export.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    export.add_argument("--root", help="pennfudan: the folder holding PNGImages and PedMasks")
-    export.add_argument("--split", help="pennfudan: all, train or val (default all)")
-    export.add_argument("--num", type=int, help="shapes: number of images (default 100)")
-    export.add_argument("--size", type=int, help="shapes: image side in pixels (default 128)")
-    export.add_argument("--seed", type=int, help="shapes: scenes seed (default 0)")
-
-
-def _add_medical_commands(command: Any) -> None:
-    """``pixelseg medical ACTION``: turn DICOM/NIfTI folders into an MSD-layout dataset, or
-    write phantom CT datasets."""
-    medical = command("medical", "Medical volumes: prepare an MSD dataset, write phantoms.")
-    actions = medical.add_subparsers(
-        dest="medical_command", required=True, metavar="ACTION", parser_class=_CommandParser
-    )
-    prepare = command(
-        "prepare",
-        "DICOM series and NIfTI volumes (+ label NIfTIs) into an MSD-layout dataset.",
-        under=actions,
-        example="medical",
-    )
-    prepare.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
-        help="a folder whose NIfTI files and subfolders (one DICOM series each) are the "
-        "cases, or the case paths themselves",
-    )
-    prepare.add_argument("--out", required=True, help="the new dataset folder (must be empty)")
-    prepare.add_argument("--labels", help="folder of label NIfTIs named like the cases")
-    prepare.add_argument(
-        "--classes", nargs="+", default=["background", "foreground"], help="label names, 0 first"
-    )
-    prepare.add_argument("--name", default="Dataset", help="dataset name in dataset.json")
-    prepare.add_argument("--modality", default="CT", help="modality in dataset.json (CT, MR)")
-    phantoms = command(
-        "phantoms",
-        "Write synthetic CT phantoms (lungs, vessels, nodules) as an MSD dataset.",
-        under=actions,
-        example="medical",
-    )
-    phantoms.add_argument("--out", required=True, help="the new dataset folder (must be empty)")
-    phantoms.add_argument("--num", type=int, default=10, help="training cases (default 10)")
-    phantoms.add_argument("--test", type=int, default=0, help="unlabelled test cases")
-    phantoms.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
-
-
-def _case_inputs(inputs: list[str]) -> str | list[str]:
-    """One folder of cases (NIfTI files, series subfolders) is passed as a folder; one folder
-    of DICOM files alone is one series; several inputs are the cases themselves."""
-    from pixelseg.medical.nifti import is_nifti
-
-    if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        entries = [p for p in Path(inputs[0]).iterdir() if not p.name.startswith(".")]
-        if any(p.is_dir() or is_nifti(p) for p in entries):
-            return inputs[0]
-    return inputs
-
-
-def _medical(args: argparse.Namespace) -> int:
-    if args.medical_command == "prepare":
-        from pixelseg.medical.prepare import prepare_msd
-
-        path = prepare_msd(
-            _case_inputs(args.inputs),
-            args.out,
-            labels=args.labels,
-            classes=args.classes,
-            name=args.name,
-            modality=args.modality,
-        )
-    else:
-        from pixelseg.medical.phantom_dataset import make_phantom_dataset
-
-        path = make_phantom_dataset(args.out, args.num, args.seed, num_test=args.test)
-    print(f"wrote {path / 'dataset.json'}")
-    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -421,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
         print("  2D, plus context_slices (2.5D: k neighbouring slices on each side as channels)")
         return 0
     if args.command == "demo":
-        _check_folder(args.out, "--out")
+        check_output_folder(args.out, "--out")
         metrics = workflows.demo(args.out, minutes=args.minutes, task=args.task)
         print(f"report: {args.out}/metrics.json (charts and pictures beside it)")
         print(f"predictions: {args.out}/predictions")
@@ -430,11 +324,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
     if args.command == "data":
-        return _data_export(args)
+        return run_data_export(args)
     if args.command == "medical":
-        return _medical(args)
+        return run_medical(args)
     if args.command == "predict":
-        _check_folder(args.out, "--out")
+        check_output_folder(args.out, "--out")
         if args.checkpoint and Path(args.checkpoint).suffix.lower() == ".onnx":
             raise InvalidInputError(
                 f"--checkpoint {args.checkpoint!r} is an ONNX model; pass it with --model"
@@ -457,7 +351,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.command == "train":
-        _check_folder(args.out or config.output_dir, "--out" if args.out else "output_dir")
+        check_output_folder(args.out or config.output_dir, "--out" if args.out else "output_dir")
         _check_resume(args.resume)
         metrics, run_dir = workflows.train(config, out=args.out, resume=args.resume)
         print(f"run directory: {run_dir}")
@@ -465,7 +359,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"last validation: {workflows.summary(config.task, metrics)}")
         return 0
     out = args.out or f"{config.output_dir}/eval"
-    _check_folder(out, "--out" if args.out else "the report folder <output_dir>/eval")
+    check_output_folder(out, "--out" if args.out else "the report folder <output_dir>/eval")
     checkpoint = args.checkpoint or f"{config.output_dir}/last.pt"
     metrics = workflows.eval_checkpoint(config, checkpoint, out)
     print(workflows.summary(config.task, metrics))
@@ -491,26 +385,6 @@ def _export(args: argparse.Namespace) -> int:
     ):
         print(line)
     return 0
-
-
-def _data_export(args: argparse.Namespace) -> int:
-    from pixelseg.data_export import export_dataset
-
-    _check_folder(args.out, "--out")
-    given = {k: getattr(args, k) for k in ("root", "split", "num", "size", "seed")}
-    # Only the options given reach the source, so one it does not take is an error, not ignored.
-    options = {k: v for k, v in given.items() if v is not None}
-    path = export_dataset(
-        args.source, args.out, fmt=args.format, overwrite=args.overwrite, **options
-    )
-    print(f"wrote {path} (images in {path.parent / 'images'})")
-    return 0
-
-
-def _check_folder(path: str | Path, what: str) -> None:
-    """Refuse an output folder that is an existing file before any work starts."""
-    if Path(path).is_file():
-        raise InvalidInputError(f"{what} {str(path)!r} is a file, not a folder")
 
 
 def _check_resume(resume: Any) -> None:
