@@ -129,6 +129,7 @@ PHOTOMETRIC = [
     {"name": "brightness_contrast", "brightness": [0.2, 0.3], "p": 1.0},
     {"name": "gauss_noise", "std": [0.05, 0.1], "p": 1.0},
     {"name": "blur", "sigma": [1.0, 2.0], "p": 1.0},
+    {"name": "gamma", "gamma": [1.5, 2.0], "p": 1.0},
 ]
 
 
@@ -141,6 +142,18 @@ def test_photometric_transforms_change_the_image_only(spec):
     # Grey images go through too.
     grey, _ = build_transforms([spec], mean="none", seed=0)(image[:, :, :1], mask)
     assert grey.shape == (1, H, W)
+
+
+def test_gamma_raises_pixels_to_the_drawn_power():
+    ramp = np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (4, 1))
+    image = np.stack([ramp] * 3, axis=-1)
+    img, _ = build_transforms([{"name": "gamma", "gamma": [2.0, 2.0], "p": 1.0}], mean="none")(
+        image, None
+    )
+    expected = (ramp / 255.0) ** 2.0
+    np.testing.assert_allclose(img[0].numpy(), expected, atol=1.5 / 255)
+    with pytest.raises(InvalidInputError, match=r"gamma\.gamma must be positive"):
+        build_transforms([{"name": "gamma", "gamma": [0.0, 1.0]}], mean="none")
 
 
 def test_normalisation_values():

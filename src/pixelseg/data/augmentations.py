@@ -227,6 +227,17 @@ def _brightness_contrast(
     )
 
 
+def _gamma(fill_mask: int, *, gamma: Any = (0.7, 1.5), p: float = 0.5) -> A.BasicTransform:
+    """Power-law tone change ``out = in ** g``, ``g`` drawn from ``gamma``: it darkens or
+    lifts the mid-tones while black and white stay put, as dusk or a different exposure curve
+    does, which a linear brightness shift cannot."""
+    lo, hi = _range(gamma, "gamma.gamma", symmetric=False)
+    if lo <= 0:
+        raise InvalidInputError(f"gamma.gamma must be positive, got {gamma!r}")
+    # albumentations takes the exponent in percent.
+    return A.RandomGamma(gamma_limit=(lo * 100.0, hi * 100.0), p=p)
+
+
 def _gauss_noise(fill_mask: int, *, std: Any = (0.02, 0.08), p: float = 0.5) -> A.BasicTransform:
     """Additive Gaussian noise; ``std`` as a fraction of the 0..255 range."""
     return A.GaussNoise(std_range=_range(std, "gauss_noise.std", symmetric=False), p=p)
@@ -255,6 +266,7 @@ _BUILDERS: dict[str, Callable[..., A.BasicTransform | A.BaseCompose]] = {
     "pad": _pad,
     "color_jitter": _color_jitter,
     "brightness_contrast": _brightness_contrast,
+    "gamma": _gamma,
     "gauss_noise": _gauss_noise,
     "blur": _blur,
 }
