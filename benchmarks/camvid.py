@@ -3,8 +3,10 @@
 Both sides train from random weights on ../shared/data/camvid for the same training-time
 budget (evaluation pauses the clock) and are scored on the validation set, each image
 whole at full resolution (360x480, no tiling), by the same confusion-matrix code, void
-(11) ignored. The recipe was tuned on these same validation images (docs/BENCHMARKS.md),
-so its score here is a validation figure, not a measure of generalisation.
+(11) ignored. Most of the recipe (class weights, rate, loss) was tuned on these same
+validation images, so its score here is a validation figure, not a measure of
+generalisation; its augmentation was tuned on the training video 0001TP held out of
+``train/`` (docs/BENCHMARKS.md), which ``--holdout`` below measures.
 
 Baseline, as specified: segmentation_models_pytorch Unet, ResNet-18 encoder, no pretrained
 weights, images resized to 192x256, batch 8, Adam 1e-3, cross-entropy ignoring void, no
