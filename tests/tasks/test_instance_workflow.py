@@ -130,18 +130,9 @@ def test_a_semantic_checkpoint_is_refused_by_an_instance_eval(tmp_path):
         workflows.eval_checkpoint(config, run / "last.pt", tmp_path / "eval")
 
 
-def test_the_instance_demo_trains_evaluates_and_predicts(tmp_path, capsys, monkeypatch):
-    # The shipped demo config, validating on 8 of its 96 shapes so the test stays short.
-    shipped = workflows.demo_config
-
-    def fewer_val(out, minutes=None, task="semantic"):
-        config = shipped(out, minutes, task)
-        synthetic = config.data.synthetic.model_copy(update={"num_val": 8})
-        return config.model_copy(
-            update={"data": config.data.model_copy(update={"synthetic": synthetic})}
-        )
-
-    monkeypatch.setattr(workflows, "demo_config", fewer_val)
+def test_the_instance_demo_trains_evaluates_and_predicts(
+    tmp_path, capsys, demo_with_few_val_shapes
+):
     out = tmp_path / "demo"
     assert main(["demo", "--task", "instance", "--minutes", "0.03", "--out", str(out)]) == 0
     assert "validation mask AP" in capsys.readouterr().out

@@ -124,18 +124,9 @@ def test_a_coco_panoptic_folder_trains_and_evaluates(tmp_path, capsys):
     assert report["num_images"] == 2
 
 
-def test_the_panoptic_demo_trains_evaluates_and_predicts(tmp_path, capsys, monkeypatch):
-    # The shipped demo config, validating on 8 of its 96 shapes so the test stays short.
-    shipped = workflows.demo_config
-
-    def fewer_val(out, minutes=None, task="semantic"):
-        config = shipped(out, minutes, task)
-        synthetic = config.data.synthetic.model_copy(update={"num_val": 8})
-        return config.model_copy(
-            update={"data": config.data.model_copy(update={"synthetic": synthetic})}
-        )
-
-    monkeypatch.setattr(workflows, "demo_config", fewer_val)
+def test_the_panoptic_demo_trains_evaluates_and_predicts(
+    tmp_path, capsys, demo_with_few_val_shapes
+):
     out = tmp_path / "demo"
     assert main(["demo", "--task", "panoptic", "--minutes", "0.03", "--out", str(out)]) == 0
     assert "validation PQ" in capsys.readouterr().out
