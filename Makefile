@@ -35,8 +35,11 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# Two workers on the 2-core machine; `PYTEST_WORKERS=0 make test` runs in one process.
+PYTEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/metrics.py
