@@ -97,6 +97,10 @@ def run_pixelseg(args, sets) -> Curve:
         *holdout,
         f"data.root={args.data}",
         f"train.max_minutes={args.minutes}",
+        # The time budget ends the run, as it ends the plain loop's, not the config's epoch
+        # cap: 60 epochs of the 163 frames left when 0016E5 is held out end at 1,260 steps,
+        # before 30 minutes (the poly decay follows whichever ends first).
+        "train.epochs=100000",
         "train.progress=false",
         "train.tensorboard=false",
         "train.val_every=100000",
