@@ -1,7 +1,7 @@
 """Suite-wide settings for parallel runs.
 
 ``make test`` runs the suite in two pytest-xdist workers on the 2-core machine (499 s in one
-process, 326 s in two). In a worker:
+process, about 320 s in two). In a worker:
 
 - idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``, set before
   torch loads its OpenMP runtime, and inherited by the subprocesses tests start): a
@@ -18,10 +18,6 @@ import os
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch  # after the OpenMP setting above
 
-import torch  # after the OpenMP setting above
-
-
-def pytest_configure(config) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
