@@ -53,6 +53,7 @@ from budget import (
     resize_pair,
     run_sides,
     score,
+    time_budget_overrides,
     to_tensor,
 )
 from pixelseg import workflows
@@ -96,14 +97,7 @@ def run_pixelseg(args, sets) -> Curve:
     overrides = [
         *holdout,
         f"data.root={args.data}",
-        f"train.max_minutes={args.minutes}",
-        # The time budget ends the run, as it ends the plain loop's, not the config's epoch
-        # cap: 60 epochs of the 163 frames left when 0016E5 is held out end at 1,260 steps,
-        # before 30 minutes (the poly decay follows whichever ends first).
-        "train.epochs=100000",
-        "train.progress=false",
-        "train.tensorboard=false",
-        "train.val_every=100000",
+        *time_budget_overrides(args.minutes),
         f"output_dir={args.out}/pixelseg",
         f"train.threads={args.threads}",
         *args.overrides,

@@ -59,6 +59,7 @@ from budget import (
     parse_budget_args,
     print_curves,
     run_sides,
+    time_budget_overrides,
     to_tensor,
 )
 from pixelseg import workflows
@@ -122,11 +123,7 @@ def run_pixelseg(args, val) -> Curve:
         [
             *folds,
             f"data.root={args.data}",
-            f"train.max_minutes={args.minutes}",
-            "train.epochs=100000",
-            "train.progress=false",
-            "train.tensorboard=false",
-            "train.val_every=100000",
+            *time_budget_overrides(args.minutes),
             f"output_dir={args.out}/pixelseg",
             f"train.threads={args.threads}",
             *args.overrides,

@@ -42,6 +42,7 @@ from budget import (
     parse_budget_args,
     print_curves,
     run_sides,
+    time_budget_overrides,
 )
 from pixelseg import workflows
 from pixelseg.config import load_config
@@ -84,10 +85,7 @@ def score(predict, samples: list[dict]) -> dict[str, float]:
 def run_pixelseg(args, val: list[dict]) -> Curve:
     overrides = [
         f"data.root={args.data}",
-        f"train.max_minutes={args.minutes}",
-        "train.progress=false",
-        "train.tensorboard=false",
-        "train.val_every=100000",
+        *time_budget_overrides(args.minutes),
         f"output_dir={args.out}/pixelseg",
         f"train.threads={args.threads}",
         *args.overrides,

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget import Curve, CurveCallback, print_curves
+from budget import Curve, CurveCallback, print_curves, time_budget_overrides
 from pennfudan import detections
 from pixelseg import workflows
 from pixelseg.config import load_config
@@ -68,11 +68,7 @@ def main() -> None:
     config = load_config(
         CONFIGS[args.model],
         [
-            f"train.max_minutes={args.minutes}",
-            "train.epochs=1000",
-            "train.progress=false",
-            "train.tensorboard=false",
-            "train.val_every=100000",
+            *time_budget_overrides(args.minutes),
             f"train.threads={args.threads}",
             f"output_dir={args.out}/{args.model}",
             *args.overrides,
