@@ -214,6 +214,7 @@ def main() -> None:
     if args.json:
         record = {
             "fold": args.fold,
+            "folds": args.folds,
             "minutes": args.minutes,
             "curves": [{"name": c.name, "steps": c.steps, "points": c.points} for c in curves],
         }
@@ -225,8 +226,10 @@ def merge(paths: list[str]) -> list[str]:
     """Mean and spread over folds of each side's scores at the budget's end."""
     finals: dict[str, dict[int, dict]] = {}
     minutes = min(json.loads(Path(p).read_text())["minutes"] for p in paths)
+    expected: set[int] = set()
     for path in paths:
         record = json.loads(Path(path).read_text())
+        expected |= set(range(record.get("folds", 0)))
         for curve in record["curves"]:
             point = Curve(curve["name"], [tuple(p) for p in curve["points"]]).at(minutes)
             finals.setdefault(curve["name"], {})[record["fold"]] = point
@@ -246,6 +249,11 @@ def merge(paths: list[str]) -> list[str]:
         (ours, ours_std), (base, base_std) = means["pixelseg"], means["baseline"]
         spread = max(ours_std, base_std)
         verdict = "met" if base - ours > spread else "not met"
+        measured = set(finals["pixelseg"]) & set(finals["baseline"])
+        if measured != set(finals["pixelseg"]) | set(finals["baseline"]) or expected - measured:
+            # A spread over some folds is no spread over all: no verdict until both sides
+            # have every fold of the split.
+            verdict = f"no verdict: both sides have folds {sorted(measured)} of {len(expected)}"
         lines.append(
             f"1 - accuracy: pixelseg {ours:.4f} vs plain loop {base:.4f}, lower by "
             f"{base - ours:.4f} against a spread of {spread:.4f} (target: lower by more: {verdict})"

@@ -83,7 +83,7 @@ def test_cross_validation_merge_reports_mean_spread_and_the_target(tmp_path):
     for fold, (ours, base) in enumerate([(0.070, 0.080), (0.072, 0.081), (0.074, 0.079)]):
         for name, error in (("pixelseg", ours), ("baseline", base)):
             point = {"isbi_pixel_error": error - 0.03, "pixel_error": error}
-            record = {"fold": fold, "minutes": 10.0, "curves": [{"name": name, "steps": 100, "points": [[10.0, point]]}]}  # fmt: skip
+            record = {"fold": fold, "folds": 3, "minutes": 10.0, "curves": [{"name": name, "steps": 100, "points": [[10.0, point]]}]}  # fmt: skip
             path = tmp_path / f"{fold}_{name}.json"
             path.write_text(json.dumps(record))
             paths.append(str(path))
@@ -92,6 +92,9 @@ def test_cross_validation_merge_reports_mean_spread_and_the_target(tmp_path):
     assert "pixelseg  pixel_error       0.0720 +- 0.0020 (0.0700..0.0740, folds [0, 1, 2])" in text
     # lower by 0.0080 against a spread of 0.0020 (pixelseg's std; the baseline's is 0.0010)
     assert "lower by 0.0080 against a spread of 0.0020 (target: lower by more: met)" in text
+    # Two of the three folds (the baseline's fold 2 missing): a spread, but no verdict.
+    partial = "\n".join(bench.merge([p for p in paths if not p.endswith("2_baseline.json")]))
+    assert "(target: lower by more: no verdict: both sides have folds [0, 1] of 3)" in partial
 
 
 def test_folds_hold_each_slice_out_once(tmp_path):
