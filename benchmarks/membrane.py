@@ -248,12 +248,13 @@ def merge(paths: list[str]) -> list[str]:
     if {"pixelseg", "baseline"} <= set(means):
         (ours, ours_std), (base, base_std) = means["pixelseg"], means["baseline"]
         spread = max(ours_std, base_std)
-        verdict = "met" if base - ours > spread else "not met"
         measured = set(finals["pixelseg"]) & set(finals["baseline"])
         if measured != set(finals["pixelseg"]) | set(finals["baseline"]) or expected - measured:
             # A spread over some folds is no spread over all: no verdict until both sides
             # have every fold of the split.
             verdict = f"no verdict: both sides have folds {sorted(measured)} of {len(expected)}"
+        else:
+            verdict = "met" if base - ours > spread else "not met"
         lines.append(
             f"1 - accuracy: pixelseg {ours:.4f} vs plain loop {base:.4f}, lower by "
             f"{base - ours:.4f} against a spread of {spread:.4f} (target: lower by more: {verdict})"
