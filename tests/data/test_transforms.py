@@ -55,6 +55,7 @@ GEOMETRIC = [
         False,
     ),
     ({"name": "elastic", "alpha": 300, "sigma": 10, "p": 1.0}, False),
+    ({"name": "perspective", "scale": [0.08, 0.12], "p": 1.0}, False),
     ({"name": "scale_crop", "size": [64, 80], "scale": [0.5, 2.0]}, False),
     ({"name": "random_resized_crop", "size": [72, 72], "scale": [0.3, 1.0]}, False),
     ({"name": "random_crop", "size": [50, 70]}, True),

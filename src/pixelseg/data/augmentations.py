@@ -53,6 +53,18 @@ def _range(value: Any, what: str, symmetric: bool = True) -> tuple[float, float]
     return lo, hi
 
 
+def _warp_args(fill_mask: int) -> dict[str, Any]:
+    """What every resampling warp shares: linear image, nearest mask, and the pixels it
+    invents set to 0 in the image and ``fill_mask`` in the mask."""
+    return {
+        "interpolation": _LINEAR,
+        "mask_interpolation": _NEAREST,
+        "border_mode": _CONSTANT,
+        "fill": 0,
+        "fill_mask": fill_mask,
+    }
+
+
 def _hflip(fill_mask: int, *, p: float = 0.5) -> A.BasicTransform:
     return A.HorizontalFlip(p=p)
 
@@ -69,11 +81,7 @@ def _rotate90(fill_mask: int, *, p: float = 0.5) -> A.BasicTransform:
 def _rotate(fill_mask: int, *, limit: Any = 30, p: float = 0.5) -> A.BasicTransform:
     return A.Rotate(
         limit=_range(limit, "rotate.limit"),
-        interpolation=_LINEAR,
-        mask_interpolation=_NEAREST,
-        border_mode=_CONSTANT,
-        fill=0,
-        fill_mask=fill_mask,
+        **_warp_args(fill_mask),
         p=p,
     )
 
@@ -92,11 +100,22 @@ def _affine(
         translate_percent=_range(translate, "affine.translate"),
         rotate=_range(rotate, "affine.rotate"),
         shear=_range(shear, "affine.shear"),
-        interpolation=_LINEAR,
-        mask_interpolation=_NEAREST,
-        border_mode=_CONSTANT,
-        fill=0,
-        fill_mask=fill_mask,
+        **_warp_args(fill_mask),
+        p=p,
+    )
+
+
+def _perspective(fill_mask: int, *, scale: Any = (0.05, 0.1), p: float = 0.5) -> A.BasicTransform:
+    """Random four-point perspective warp, as a camera tilted or set at another height sees
+    the same street; ``scale`` bounds how far (fraction of the side) each corner moves. The
+    output keeps the input's size; corners pulled inwards invent pixels."""
+    lo, hi = _range(scale, "perspective.scale", symmetric=False)
+    if lo < 0:
+        raise InvalidInputError(f"perspective.scale must not be negative, got {scale!r}")
+    return A.Perspective(
+        scale=(lo, hi),
+        keep_size=True,
+        **_warp_args(fill_mask),
         p=p,
     )
 
@@ -108,11 +127,7 @@ def _elastic(
     return A.ElasticTransform(
         alpha=float(alpha),
         sigma=float(sigma),
-        interpolation=_LINEAR,
-        mask_interpolation=_NEAREST,
-        border_mode=_CONSTANT,
-        fill=0,
-        fill_mask=fill_mask,
+        **_warp_args(fill_mask),
         p=p,
     )
 
@@ -257,6 +272,7 @@ _BUILDERS: dict[str, Callable[..., A.BasicTransform | A.BaseCompose]] = {
     "rotate": _rotate,
     "affine": _affine,
     "elastic": _elastic,
+    "perspective": _perspective,
     "scale_crop": _scale_crop,
     "random_resized_crop": _random_resized_crop,
     "random_crop": _random_crop,
@@ -280,7 +296,17 @@ EVAL_KEPT = frozenset({"resize", "center_crop", "pad"})
 #: Entries that can add pixels the image never had (padding, rotated-in corners), whose mask
 #: value must be ignored by the loss and the metrics.
 INVENTS_PIXELS = frozenset(
-    {"scale_crop", "random_crop", "pad_crop", "center_crop", "pad", "rotate", "affine", "elastic"}
+    {
+        "scale_crop",
+        "random_crop",
+        "pad_crop",
+        "center_crop",
+        "pad",
+        "rotate",
+        "affine",
+        "elastic",
+        "perspective",
+    }
 )
 
 
