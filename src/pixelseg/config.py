@@ -279,7 +279,9 @@ class TrainConfig(_Section):
     # Validate, select and save an exponential moving average of the weights (e.g. 0.999;
     # warmed up, so it suits short runs too); None trains and saves the raw weights only.
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    # auto: bf16/fp16 autocast on CUDA, fp32 on CPU; bf16_if_native: bf16 autocast where the
+    # device computes bf16 in hardware (CUDA, or a CPU with AVX512-BF16/AMX), else fp32.
+    amp: Literal["auto", "off", "bf16", "fp16", "bf16_if_native"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     device: str = "auto"
     threads: int | None = Field(None, ge=1)

@@ -124,6 +124,28 @@ def test_amp_paths_run_on_cpu(tmp_path, amp):
     assert (payload["scaler"] is not None) == (amp == "fp16")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_if_native_follows_the_cpu(tmp_path, monkeypatch, native):
+    """bf16 autocast only where the CPU has bf16 in hardware; fp32 (no autocast) elsewhere."""
+    from pixelseg.engine import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    config = tiny_config(tmp_path, epochs=1, amp="bf16_if_native", device="cpu")
+    runtime = device.resolve_runtime(config.train)
+    assert runtime.amp_dtype == (torch.bfloat16 if native else None)
+    seen = []
+    real = torch.autocast
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(device.torch, "autocast", spy)
+    metrics, _ = workflows.train(config)
+    assert 0.0 <= metrics["miou"] <= 1.0
+    assert seen == ([torch.bfloat16] * len(seen) if native else []) and (bool(seen) == native)
+
+
 def test_early_stopping_and_accumulation(tmp_path):
     config = tiny_config(
         tmp_path,
