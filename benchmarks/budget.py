@@ -7,6 +7,8 @@ on both sides, and both are scored by the same metric code at the data's full re
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pixelseg.engine.device import cpu_has_native_bf16
 from pixelseg.metrics import ConfusionMatrix
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # normalised [1, C, H, W] -> logits
@@ -105,6 +108,32 @@ def print_curves(curves: list[Curve], marks: list[float], keys: list[str]) -> No
             point = curve.at(minute)
             cells += [f"{point.get(k, float('nan')):>24.4f}" for k in keys]
         print(f"{minute:>8.1f} " + " ".join(cells))
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def machine(threads: int) -> dict:
+    """What a saved result needs to be read beside another machine's: time budgets only
+    compare within one machine, and bf16 in hardware roughly doubles a bf16 recipe's steps."""
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "threads": threads,
+        "native_bf16": cpu_has_native_bf16(),
+        "torch": torch.__version__,
+        "load_average": list(os.getloadavg()),
+        "recorded_utc": time.strftime("%Y-%m-%dT%H:%M", time.gmtime()),
+    }
 
 
 def time_budget_overrides(minutes: float) -> list[str]:

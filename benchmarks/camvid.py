@@ -48,6 +48,7 @@ from budget import (
     Curve,
     CurveCallback,
     budget_parser,
+    machine,
     parse_budget_args,
     print_curves,
     resize_pair,
@@ -173,6 +174,7 @@ def save_curves(path: Path, args, curves: list[Curve]) -> None:
         "holdout": args.holdout,
         "minutes": args.minutes,
         "threads": args.threads,
+        "machine": machine(args.threads),
         "curves": [{"name": c.name, "steps": c.steps, "points": c.points} for c in curves],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

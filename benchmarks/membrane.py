@@ -56,6 +56,7 @@ from budget import (
     Curve,
     CurveCallback,
     budget_parser,
+    machine,
     parse_budget_args,
     print_curves,
     run_sides,
@@ -216,6 +217,7 @@ def main() -> None:
             "fold": args.fold,
             "folds": args.folds,
             "minutes": args.minutes,
+            "machine": machine(args.threads),
             "curves": [{"name": c.name, "steps": c.steps, "points": c.points} for c in curves],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

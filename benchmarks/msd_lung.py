@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -57,7 +56,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget import BudgetClock
+from budget import BudgetClock, machine
 from pixelseg import workflows
 from pixelseg.config import load_config
 from pixelseg.data import read_mask
@@ -203,16 +202,6 @@ def run_baseline(args, images, labels, train, scored) -> dict:
         logits = model(torch.from_numpy(images[scored]).unsqueeze(1))
     pred = (logits[:, 0] > 0).numpy().astype(np.uint8)  # sigmoid > 0.5
     return {"steps": steps, "training_minutes": minutes, "pred": pred}
-
-
-def machine(threads: int) -> dict:
-    return {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "load_average": list(os.getloadavg()),
-    }
 
 
 def run_side(args) -> dict:
