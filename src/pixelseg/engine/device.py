@@ -4,9 +4,10 @@
 bf16 is unsupported) and channels-last tensors; plain fp32 on CPU. ``bf16_if_native`` is
 bf16 autocast wherever the device computes bf16 in hardware (CUDA with bf16; CPUs with
 AVX512-BF16 or AMX, where oneDNN's bf16 convolutions train about twice as fast as fp32) and
-fp32 elsewhere (a CPU without them emulates bf16, slower than fp32). It is opt-in, not
-``auto``, so that a config's numbers on CPU change only where a recipe was measured with it.
-Every path can be forced on CPU too (``train.amp=bf16``), which is how the tests exercise it.
+fp32 elsewhere (a CPU without them converts bf16 in software, which gains nothing). It is
+opt-in, not ``auto``, so that a config's numbers on CPU change only where a recipe was
+measured with it. Every path can be forced on CPU too (``train.amp=bf16``), which is how
+the tests exercise it.
 """
 
 from __future__ import annotations
@@ -68,8 +69,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic in hardware (AVX512-BF16 or AMX tiles)."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    """Whether this CPU has bf16 arithmetic in hardware (AVX512-BF16 or AMX tiles).
+
+    torch's own probes are private; a torch without them counts as no hardware support.
+    """
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def resolve_runtime(config: TrainConfig) -> Runtime:
