@@ -68,6 +68,12 @@ class BudgetClock:
     def training_minutes(self) -> float:
         return (time.perf_counter() - self.start - self.excluded) / 60
 
+    def mark_due(self, mark: float, budget: float) -> bool:
+        """Whether an intermediate score at ``mark`` minutes is due now. The end of the
+        budget is left to the one final score after the loop, so a mark that falls on the
+        budget is not scored twice."""
+        return mark <= self.training_minutes() < budget
+
     def pause(self):
         clock = self
 

@@ -160,7 +160,7 @@ def run_baseline(args, sets) -> Curve:
             loss.backward()
             optimizer.step()
             steps += 1
-            if clock.training_minutes() >= next_mark:
+            if clock.mark_due(next_mark, args.minutes):
                 evaluate()
                 next_mark += args.eval_every
             if clock.training_minutes() >= args.minutes:
