@@ -2,7 +2,8 @@
 
 For each model the benchmark exports the graph exactly as ``pixelseg export`` does (dynamo
 exporter, opset 18, dynamic axes), quantises it twice: as ``pixelseg export --quantize
-int8`` does (``quant_pre_process``, then static QDQ per-channel, U8S8) and straight out of
+int8`` does (``quant_pre_process``, then static QDQ per-channel, U8S8, with 7-bit weights
+on an x86 CPU without VNNI as its ``--reduce-range auto`` chooses) and straight out of
 the box (``quantize_static`` on the exported graph, QDQ per-channel, no pre-processing), and
 times one ``1 x 3 x SIZE x SIZE`` forward pass per backend. Backends alternate within each
 of ``--repeats`` rounds so machine load hits them alike; the table shows medians. All run
@@ -34,7 +35,7 @@ from pixelseg import models
 from pixelseg.data import SyntheticShapes
 from pixelseg.data.transforms import normalize_image
 from pixelseg.export.onnx import LogitsModule, export_module, input_size_rules
-from pixelseg.export.quantize import quantize_onnx
+from pixelseg.export.quantize import quantize_onnx, resolve_reduce_range
 from pixelseg.export.runtime import onnx_session
 
 MODELS = {
@@ -97,7 +98,10 @@ def measure(
         result["export_s"] = time.perf_counter() - started
         calib = calibration_images(size, calibration)
         started = time.perf_counter()
-        quantize_onnx(work / "fp32.onnx", work / "int8.onnx", calib, calibration, work)
+        # As ``pixelseg export --quantize int8`` (--reduce-range auto) does on this CPU.
+        reduced, why = resolve_reduce_range("auto")
+        result["int8_weights"] = f"{7 if reduced else 8}-bit ({why})"
+        quantize_onnx(work / "fp32.onnx", work / "int8.onnx", calib, calibration, work, reduced)
         result["quantize_s"] = time.perf_counter() - started
         quantize_raw(work / "fp32.onnx", work / "int8_raw.onnx", calib)
         paths = {
@@ -187,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measured {name}", file=sys.stderr, flush=True)
     print(
         f"CPU features: {', '.join(cpu_features()) or 'unknown'}; threads {args.threads}; "
-        f"input 1x3x{args.size}x{args.size}; medians of {args.repeats} interleaved rounds"
+        f"input 1x3x{args.size}x{args.size}; medians of {args.repeats} interleaved rounds; "
+        f"ort_int8 weights {results[0]['int8_weights']}"
     )
     print_table(results)
     if args.json:

@@ -253,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="training images used to calibrate INT8 (default 64)",
     )
+    export.add_argument(
+        "--reduce-range",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="INT8 weights in 7 bits, onnxruntime's advice for x86 CPUs without VNNI, whose "
+        "int16 sums can saturate (default auto: on exactly when this CPU is one)",
+    )
 
     add_serve_command(command)
 
@@ -374,6 +381,8 @@ def _export(args: argparse.Namespace) -> int:
         raise InvalidInputError("--quantize int8 needs --calibration CONFIG (an experiment YAML)")
     if args.calibration and not args.quantize:
         raise InvalidInputError("--calibration is only used with --quantize int8")
+    if args.reduce_range != "auto" and not args.quantize:
+        raise InvalidInputError("--reduce-range is only used with --quantize int8")
     for line in workflows.export_model(
         args.checkpoint,
         args.out,
@@ -382,6 +391,7 @@ def _export(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         max_miou_drop=args.max_miou_drop,
         calibration_images=args.calibration_images,
+        reduce_range=args.reduce_range,
     ):
         print(line)
     return 0

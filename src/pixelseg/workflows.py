@@ -314,6 +314,7 @@ def export_model(
     calibration: str | Path | None = None,
     max_miou_drop: float = 1.0,
     calibration_images: int = 64,
+    reduce_range: str = "auto",
 ) -> list[str]:
     """Export ``checkpoint`` to ``out`` (ONNX + JSON sidecar); returns lines for the CLI.
 
@@ -342,6 +343,7 @@ def export_model(
         max_miou_drop=max_miou_drop,
         calibration_images=calibration_images,
         split=read_split(Path(checkpoint).parent),
+        reduce_range=reduce_range,
     )
     return report.lines()
 

@@ -15,7 +15,7 @@ from pixelseg.build import build_datasets, build_task
 from pixelseg.checkpoints import load_checkpoint
 from pixelseg.cli import main
 from pixelseg.config import load_config
-from pixelseg.errors import ExportError
+from pixelseg.errors import ExportError, InvalidInputError
 from pixelseg.export import load_onnx_model, quantize
 from pixelseg.inference import compose_predictor, model_from_checkpoint
 
@@ -58,8 +58,8 @@ def test_int8_model_that_loses_too_much_is_refused(trained, tmp_path, monkeypatc
     quantisation): the measured drop exceeds the limit and nothing is written."""
     real = quantize.quantize_onnx
 
-    def damaging(fp32, out, dataset, count, work):
-        real(fp32, out, dataset, count, work)
+    def damaging(fp32, out, dataset, count, work, *options):
+        real(fp32, out, dataset, count, work, *options)
         model = onnx.load(str(out))
         for init in model.graph.initializer:
             if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4:
@@ -88,4 +88,63 @@ def test_quantize_arguments_are_checked(trained, tmp_path, capsys):
     argv = [*base, "--quantize", "int8", "--calibration", str(trained["config"])]
     assert main([*argv, "--max-miou-drop", "-1"]) == 2
     assert "--max-miou-drop must be >= 0 points, got -1.0" in capsys.readouterr().err
+    assert main([*base, "--reduce-range", "on"]) == 2
+    assert "--reduce-range is only used with --quantize int8" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def weight_extremes(path) -> int:
+    """The largest |int8| of the quantised convolution weights in an ONNX file."""
+    graph = onnx.load(str(path)).graph
+    return max(
+        int(np.abs(numpy_helper.to_array(init).astype(np.int16)).max())
+        for init in graph.initializer
+        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4
+    )
+
+
+def test_reduce_range_quantises_weights_to_7_bits_and_is_recorded(trained, tmp_path):
+    config = load_config(trained["config"])
+    extremes = {}
+    for choice in ("on", "off"):
+        out = tmp_path / f"int8_{choice}.onnx"
+        report = quantize.quantize_checkpoint(
+            trained["checkpoint"],
+            out,
+            config,
+            calibration_images=4,
+            max_miou_drop=100.0,
+            reduce_range=choice,
+        )
+        sidecar = json.loads(out.with_suffix(".json").read_text())["quantization"]
+        assert sidecar["reduce_range"] is (choice == "on") is report.reduce_range
+        assert sidecar["reduce_range_reason"] == f"--reduce-range {choice}"
+        assert ("7-bit weights" if choice == "on" else "8-bit weights") in report.lines()[0]
+        extremes[choice] = weight_extremes(out)
+    # Per-channel symmetric weights reach the edge of their range in every channel.
+    assert extremes == {"on": 64, "off": 127}
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "expected"),
+    [
+        ({"architecture": "x86_64", "avx2": True}, (True, "auto: x86 CPU without VNNI")),
+        (
+            {"architecture": "x86_64", "avx2": True, "avx512_vnni": True},
+            (False, "auto: x86 CPU with avx512_vnni"),
+        ),
+        ({"architecture": "x86_64", "avx_vnni": True}, (False, "auto: x86 CPU with avx_vnni")),
+        ({"architecture": "aarch64"}, (False, "auto: aarch64 CPU")),
+        ({}, (False, "auto: unknown CPU")),
+    ],
+)
+def test_auto_reduce_range_follows_the_cpu(monkeypatch, capabilities, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert quantize.resolve_reduce_range("auto") == expected
+    assert quantize.resolve_reduce_range("on") == (True, "--reduce-range on")
+    assert quantize.resolve_reduce_range("off") == (False, "--reduce-range off")
+
+
+def test_unknown_reduce_range_is_refused():
+    with pytest.raises(InvalidInputError, match="--reduce-range 'maybe' is not one of auto, on, off"):
+        quantize.resolve_reduce_range("maybe")

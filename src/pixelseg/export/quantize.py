@@ -9,6 +9,13 @@ quantise/dequantise pairs and runs barely faster than fp32 (benchmarks/backends.
 both). Calibration runs on the experiment's training images; both models are then scored
 on its validation set with the task's own metric accumulator, and a model whose best
 metric (mIoU for semantic segmentation) drops by more than the limit is not written.
+
+On x86 CPUs without VNNI, onnxruntime's U8S8 kernels multiply pairs of uint8 x int8 into a
+saturating int16 (AVX2's ``vpmaddubsw``), so large activations times large weights clip;
+onnxruntime's documentation advises 7-bit weights (``reduce_range``) there. By default the
+weights are reduced exactly when the quantising CPU is such a CPU, the one whose accuracy
+the guard measures (docs/DEPLOYMENT.md: -0.76 points full range, -0.32 reduced, on a CamVid
+U-Net on an AVX2-only CPU).
 """
 
 from __future__ import annotations
@@ -38,13 +45,58 @@ from pixelseg.export.runtime import OnnxPredictor, onnx_session
 from pixelseg.export.sidecar import file_sha256, sidecar_path, write_sidecar
 from pixelseg.tasks import Task, get_plugin
 
-__all__ = ["QuantizeReport", "quantize_checkpoint", "quantize_onnx", "score_predictor"]
+__all__ = [
+    "QuantizeReport",
+    "cpu_int8_saturates",
+    "quantize_checkpoint",
+    "quantize_onnx",
+    "resolve_reduce_range",
+    "score_predictor",
+]
 
 log = logging.getLogger(__name__)
 
 #: Tasks whose models quantise: calibration feeds ``images [B, C, H, W]`` and the guard
 #: scores logits with the task's accumulator, which only semantic models are built for.
 QUANTIZABLE_TASKS = ("semantic",)
+
+#: CPU features with an 8-bit dot product into int32 (no int16 saturation on the way).
+VNNI_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")
+REDUCE_RANGE_CHOICES = ("auto", "on", "off")
+
+
+def cpu_int8_saturates() -> tuple[bool, str]:
+    """``(saturates, description)``: whether this CPU is x86 without VNNI, whose int8
+    products onnxruntime sums through a saturating int16 (from torch's CPU capabilities).
+
+    Only x86 CPUs without any of :data:`VNNI_FEATURES` take onnxruntime's saturating AVX2
+    path; other architectures and unknown CPUs count as not affected.
+    """
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    try:
+        found = dict(capabilities()) if capabilities is not None else {}
+    except RuntimeError:  # a torch that cannot read the CPU's features
+        found = {}
+    architecture = str(found.get("architecture", "unknown"))
+    vnni = [name for name in VNNI_FEATURES if found.get(name)]
+    if architecture not in ("x86_64", "x86", "i386", "i686"):
+        return False, f"{architecture} CPU"
+    if vnni:
+        return False, f"x86 CPU with {', '.join(vnni)}"
+    return True, "x86 CPU without VNNI"
+
+
+def resolve_reduce_range(choice: str) -> tuple[bool, str]:
+    """``(reduce_range, why)`` for ``auto`` (on exactly for x86 CPUs without VNNI), ``on``
+    or ``off``."""
+    if choice not in REDUCE_RANGE_CHOICES:
+        raise InvalidInputError(
+            f"--reduce-range {choice!r} is not one of {', '.join(REDUCE_RANGE_CHOICES)}"
+        )
+    if choice != "auto":
+        return choice == "on", f"--reduce-range {choice}"
+    saturating, cpu = cpu_int8_saturates()
+    return saturating, f"auto: {cpu}"
 
 
 @dataclass
@@ -64,6 +116,8 @@ class QuantizeReport:
     int8_ms: float
     calibration_images: int
     val_images: int
+    reduce_range: bool = False
+    reduce_range_reason: str = ""
 
     @property
     def drop_points(self) -> float:
@@ -71,7 +125,8 @@ class QuantizeReport:
 
     def lines(self) -> list[str]:
         return [
-            f"wrote {self.model_path} and {self.sidecar_path} (INT8, static, QDQ per-channel; "
+            f"wrote {self.model_path} and {self.sidecar_path} (INT8, static, QDQ per-channel, "
+            f"{'7' if self.reduce_range else '8'}-bit weights ({self.reduce_range_reason}); "
             f"calibrated on {self.calibration_images} training images)",
             f"{self.metric} on {self.val_images} validation images: fp32 {self.fp32_score:.4f}, "
             f"int8 {self.int8_score:.4f} ({-self.drop_points:+.2f} points; limit "
@@ -99,9 +154,17 @@ class _Calibration:
         return {INPUT_NAME: image.unsqueeze(0).float().numpy()}
 
 
-def quantize_onnx(fp32: Path, out: Path, dataset: Dataset, count: int, work: Path) -> None:
+def quantize_onnx(
+    fp32: Path,
+    out: Path,
+    dataset: Dataset,
+    count: int,
+    work: Path,
+    reduce_range: bool = False,
+) -> None:
     """Write the INT8 (static, QDQ, per-channel, U8S8) version of ``fp32`` to ``out``,
-    calibrated on ``count`` images of ``dataset`` (dicts with a normalised ``image``)."""
+    calibrated on ``count`` images of ``dataset`` (dicts with a normalised ``image``);
+    ``reduce_range`` quantises the weights to 7 bits (for x86 CPUs without VNNI)."""
     import_deploy("onnxruntime")
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -127,6 +190,7 @@ def quantize_onnx(fp32: Path, out: Path, dataset: Dataset, count: int, work: Pat
             reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
@@ -167,6 +231,7 @@ def quantize_checkpoint(
     calibration_images: int = 64,
     split: dict[str, Any] | None = None,
     threads: int | None = None,
+    reduce_range: str = "auto",
 ) -> QuantizeReport:
     """Export ``checkpoint`` as an INT8 ONNX model at ``out`` (plus sidecar), or refuse.
 
@@ -174,6 +239,8 @@ def quantize_checkpoint(
     INT8 on its validation set, and raises :class:`ExportError` (writing nothing) when the
     task's best metric drops by more than ``max_miou_drop`` points (1 point = 0.01).
     ``split`` is a saved train/validation split to reuse (the run's ``splits.json``).
+    ``reduce_range``: ``auto`` (7-bit weights on an x86 CPU without VNNI, this one being
+    where the guard measures the accuracy), ``on`` or ``off``.
     """
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -182,6 +249,7 @@ def quantize_checkpoint(
         raise InvalidInputError(f"--max-miou-drop must be >= 0 points, got {max_miou_drop!r}")
     if calibration_images < 1:
         raise InvalidInputError(f"--calibration-images must be >= 1, got {calibration_images}")
+    reduced, reduced_why = resolve_reduce_range(reduce_range)
     payload = load_checkpoint(checkpoint)
     where = f"checkpoint {str(checkpoint)!r}"
     if payload["task"] != config.task:
@@ -203,7 +271,7 @@ def quantize_checkpoint(
         work = Path(folder)
         fp32 = export_checkpoint(checkpoint, work / "fp32.onnx", tolerance=tolerance)
         int8_path = work / "int8.onnx"
-        quantize_onnx(fp32.model_path, int8_path, bundle.train, calibration_images, work)
+        quantize_onnx(fp32.model_path, int8_path, bundle.train, calibration_images, work, reduced)
         sessions = [
             onnx_session(path, threads, spinning=False) for path in (fp32.model_path, int8_path)
         ]
@@ -226,6 +294,8 @@ def quantize_checkpoint(
             latency[1],
             min(calibration_images, len(bundle.train)),  # type: ignore[arg-type]
             len(bundle.val),  # type: ignore[arg-type]
+            reduced,
+            reduced_why,
         )
         if report.drop_points > max_miou_drop:
             raise ExportError(
@@ -243,7 +313,9 @@ def quantize_checkpoint(
             "format": "QDQ",
             "per_channel": True,
             "activations": "uint8",
-            "weights": "int8",
+            "weights": "int8 (7-bit range)" if reduced else "int8",
+            "reduce_range": reduced,
+            "reduce_range_reason": reduced_why,
             "calibration_experiment": str(config.name),
             "calibration_images": report.calibration_images,
             "metric": report.metric,
