@@ -146,5 +146,7 @@ def test_auto_reduce_range_follows_the_cpu(monkeypatch, capabilities, expected):
 
 
 def test_unknown_reduce_range_is_refused():
-    with pytest.raises(InvalidInputError, match="--reduce-range 'maybe' is not one of auto, on, off"):
+    with pytest.raises(
+        InvalidInputError, match="--reduce-range 'maybe' is not one of auto, on, off"
+    ):
         quantize.resolve_reduce_range("maybe")
