@@ -35,7 +35,7 @@ from pixelseg import models
 from pixelseg.data import SyntheticShapes
 from pixelseg.data.transforms import normalize_image
 from pixelseg.export.onnx import LogitsModule, export_module, input_size_rules
-from pixelseg.export.quantize import quantize_onnx, resolve_reduce_range
+from pixelseg.export.quantize import VNNI_FEATURES, quantize_onnx, resolve_reduce_range
 from pixelseg.export.runtime import onnx_session
 
 MODELS = {
@@ -49,13 +49,10 @@ IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 
 def cpu_features() -> list[str]:
-    """The CPU's 8-bit dot-product features (VNNI decides what INT8 buys on x86)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()
-    except (OSError, IndexError):
-        return []
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return [flag for flag in wanted if flag in flags]
+    """The CPU's vector and 8-bit dot-product features (VNNI decides what INT8 buys on x86),
+    as torch reports them, the source ``--reduce-range auto`` reads too."""
+    capabilities = torch.cpu.get_capabilities()
+    return [name for name in ("avx2", "avx512_f", *VNNI_FEATURES) if capabilities.get(name)]
 
 
 def calibration_images(size: int, count: int) -> list[dict[str, torch.Tensor]]:

@@ -313,7 +313,7 @@ def quantize_checkpoint(
             "format": "QDQ",
             "per_channel": True,
             "activations": "uint8",
-            "weights": "int8 (7-bit range)" if reduced else "int8",
+            "weights": "int8",
             "reduce_range": reduced,
             "reduce_range_reason": reduced_why,
             "calibration_experiment": str(config.name),
