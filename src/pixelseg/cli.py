@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Export a checkpoint to ONNX, verified against PyTorch (optionally INT8).",
         notes=EXPORT_NOTES,
     )
-    export.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt)")
+    export.add_argument(
+        "--checkpoint", required=True, help="checkpoint file (a run's last.pt or best.pt)"
+    )
     export.add_argument("--out", required=True, help="ONNX file to write (model.onnx)")
     export.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     export.add_argument(

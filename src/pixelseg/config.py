@@ -100,7 +100,7 @@ class DataConfig(_Section):
     train_split: str | None = None
     val_split: str | None = None
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
     # The preset split that validation and eval read (CamVid: val or test; VOC: val, train
     # or trainval); None is the preset's validation split.
     eval_split: str | None = None
@@ -134,8 +134,13 @@ class DataConfig(_Section):
             raise ValueError(
                 "data.val_groups and data.num_folds choose the split two ways; keep one"
             )
-        if self.dataset == "folder" and self.val_groups is not None and self.group_by is None:
+        if (
+            self.val_groups is not None
+            and self.group_by is None
+            and self.dataset not in ("camvid", "membrane")  # they know their groups
+        ):
             raise ValueError("data.val_groups needs data.group_by (how stems name their group)")
+        self._check_one_split_source()
         if self.dataset == "folder" and not (self.images and self.masks):
             raise ValueError("data.dataset 'folder' needs data.images and data.masks directories")
         if self.dataset == "nifti" and not self.images:
@@ -159,6 +164,30 @@ class DataConfig(_Section):
         if self.normalize == "custom" and (self.mean is None or self.std is None):
             raise ValueError("data.normalize 'custom' needs data.mean and data.std")
         return self
+
+    def _check_one_split_source(self) -> None:
+        """A fixed validation set and a drawn split are two answers to one question."""
+        fixed = {
+            "folder": "val_images"
+            if self.val_images
+            else "train_split"
+            if self.train_split
+            else None,
+            "nifti": "val_images" if self.val_images else None,
+            "coco": "val_annotations" if self.val_annotations else None,
+            "coco_panoptic": "val_annotations" if self.val_annotations else None,
+        }.get(self.dataset)
+        if fixed is None:
+            return
+        # A folder's group pattern still checks that the two sets share no group.
+        for key in ("val_groups", "num_folds", "fold") + (
+            ("group_by",) if self.dataset != "folder" else ()
+        ):
+            if getattr(self, key) is not None:
+                raise ValueError(
+                    f"data.{key} has no effect beside data.{fixed}, which fixes the validation "
+                    "set; keep one of the two"
+                )
 
     def _check_keys_have_effect(self) -> None:
         """A key the chosen dataset ignores is an error, not a silent no-op (a default value,
@@ -192,20 +221,19 @@ _DATASET_KEYS: dict[str, frozenset[str]] = {
     "camvid": frozenset({"root", "eval_split"}) | _GROUP_KEYS,
     "voc": frozenset({"root", "eval_split"}),
     "membrane": frozenset({"root", "val_fraction"}) | _GROUP_KEYS,
-    "pennfudan": frozenset({"root", "val_fraction", "split_seed", "keep_empty"}),
+    "pennfudan": frozenset({"root", "val_fraction", "keep_empty"}) | _GROUP_KEYS,
     "coco": frozenset(
         {"root", "images", "annotations", "val_images", "val_annotations", "val_fraction",
-         "split_seed", "keep_empty"}
-    ),
+         "keep_empty"}
+    ) | _GROUP_KEYS,
     "coco_panoptic": frozenset(
         {"root", "images", "annotations", "masks", "val_images", "val_annotations",
-         "val_masks", "val_fraction", "split_seed", "keep_empty"}
-    ),
-    "msd": frozenset({"root", "val_fraction", "split_seed", "classes"}),
+         "val_masks", "val_fraction", "keep_empty"}
+    ) | _GROUP_KEYS,
+    "msd": frozenset({"root", "val_fraction", "classes"}) | _GROUP_KEYS,
     "nifti": frozenset(
-        {"root", "images", "masks", "val_images", "val_masks", "val_fraction", "split_seed",
-         "classes"}
-    ),
+        {"root", "images", "masks", "val_images", "val_masks", "val_fraction", "classes"}
+    ) | _GROUP_KEYS,
 }  # fmt: skip
 _SOURCE_KEYS = frozenset().union(*_DATASET_KEYS.values())
 _SOURCE_HINTS = {

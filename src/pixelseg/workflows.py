@@ -81,7 +81,7 @@ def train(
 
 def _train(config, run_dir: Path, resume_path: Path | None, callbacks, dist) -> tuple[dict, Path]:
     seed_everything(config.seed)
-    bundle = build_datasets(config, read_split(run_dir) if resume_path else None)
+    bundle = build_datasets(config, _resumed_split(run_dir, resume_path))
     model = build_model(config, bundle)
     saved = load_checkpoint(resume_path, require=()) if resume_path is not None else None
     extras = train_extras(config, bundle, saved)
@@ -91,6 +91,10 @@ def _train(config, run_dir: Path, resume_path: Path | None, callbacks, dist) -> 
         dump_config(config, run_dir / "config.yaml")
         if bundle.split is not None:
             write_split(bundle.split, run_dir)
+        elif (run_dir / SPLIT_FILE).is_file():
+            # Left by an earlier run in this directory: eval would score its split.
+            log.info("removing %s: this run validates on a fixed set", run_dir / SPLIT_FILE)
+            (run_dir / SPLIT_FILE).unlink()
     standard = [CSVLogger(run_dir / "log.csv", task.metric_names)]
     if config.train.tensorboard:
         standard.append(TensorBoardLogger(run_dir / "tensorboard"))
@@ -135,6 +139,14 @@ def read_split(run_dir: Path) -> dict[str, Any] | None:
         raise InvalidInputError(f"split file {str(path)!r} lacks its 'train' and 'val' lists")
     log.info("using the split saved in %s (%s)", path, split.get("how", "saved"))
     return split
+
+
+def _resumed_split(run_dir: Path, resume_path: Path | None) -> dict[str, Any] | None:
+    """The split a resumed run continues with: saved beside its checkpoint, else in the
+    output directory; None for a fresh run (which draws its own)."""
+    if resume_path is None:
+        return None
+    return read_split(resume_path.parent) or read_split(run_dir)
 
 
 def _resume_path(run_dir: Path, resume: str | Path | bool | None) -> Path | None:

@@ -235,10 +235,24 @@ def test_a_drawn_split_is_saved_and_reused_by_eval_and_resume(tmp_path):
     _, run_dir = workflows.train(config(val_fraction=0.25))
     saved = json.loads((run_dir / "splits.json").read_text())
     assert len(saved["val_groups"]) == 1 and len(saved["val"]) == 2
-    # eval of this run scores the saved validation images, whatever the config now draws.
     report = workflows.eval_checkpoint(
-        config(val_fraction=0.5), run_dir / "last.pt", tmp_path / "eval"
+        config(val_fraction=0.25), run_dir / "last.pt", tmp_path / "eval"
     )
     assert report["num_images"] == 2
-    workflows.train(config(val_fraction=0.5), resume=True)
-    assert json.loads((run_dir / "splits.json").read_text()) == saved
+    # A config that draws another split would score other images: refused, naming both.
+    for changed in (config(val_fraction=0.5), config(val_fraction=0.25, split_seed=3)):
+        with pytest.raises(ConfigError, match=r"splits\.json names other validation items"):
+            workflows.eval_checkpoint(changed, run_dir / "last.pt", tmp_path / "eval")
+    with pytest.raises(ConfigError, match=r"val_fraction 0\.5 of the groups"):
+        workflows.train(config(val_fraction=0.5), resume=True)
+    # Resuming into another directory reads the split beside the checkpoint.
+    workflows.train(config(val_fraction=0.25), out=tmp_path / "more", resume=run_dir / "last.pt")
+    assert json.loads((tmp_path / "more" / "splits.json").read_text()) == saved
+    # A fresh run with a fixed validation set in the same directory leaves no stale split
+    # behind for eval to pick up.
+    fixed = {
+        "val_images": str(tmp_path / "data" / "images"),
+        "val_masks": str(tmp_path / "data" / "masks"),
+    }
+    workflows.train(config(**fixed))
+    assert not (run_dir / "splits.json").exists()

@@ -62,6 +62,8 @@ def groups_of(stems: Sequence[str], pattern: str) -> dict[str, list[str]]:
             f"data.group_by {pattern!r} has no capture group; the first group names the "
             "file's group, e.g. '^([^_]+)_'"
         )
+    if not stems:
+        raise DataError(f"no files to split by data.group_by {pattern!r}")
     groups: dict[str, list[str]] = {}
     unmatched = []
     for stem in sorted(stems):

@@ -9,6 +9,7 @@ Pedestrian Detection and Segmentation). Samples have the same keys as
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class PennFudan(Dataset):
     :func:`~pixelseg.data.split.random_split`). ``image_id`` is the image's position + 1 in
     the sorted list of all stems, so ids do not change with the split. Sample keys as
     :class:`~pixelseg.data.coco.CocoInstances` (``area`` = mask pixel count, no crowds).
+    ``stems`` (a split drawn elsewhere, e.g. by group) names the images instead of ``split``.
 
     An image without its mask, or whose mask differs from it in size, is left out with a
     warning naming the files (``problems`` lists them); ``keep_empty=False`` also leaves out
@@ -76,10 +78,12 @@ class PennFudan(Dataset):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         keep_empty: bool = True,
+        stems: Sequence[str] | None = None,
     ) -> None:
         if split not in _SPLITS:
             raise InvalidInputError(f"split must be one of {_SPLITS}, got {split!r}")
         self.root = Path(root)
+        stems_wanted = stems
         image_dir, mask_dir = self.root / "PNGImages", self.root / "PedMasks"
         for folder in (image_dir, mask_dir):
             if not folder.is_dir():
@@ -91,7 +95,15 @@ class PennFudan(Dataset):
         if not stems:
             raise DataError(f"no PNG images in {str(image_dir)!r}")
         self.image_ids = {stem: i + 1 for i, stem in enumerate(stems)}
-        if split != "all":
+        if stems_wanted is not None:
+            missing = sorted(set(stems_wanted) - set(self.image_ids))
+            if missing:
+                raise DataError(
+                    f"Penn-Fudan under {str(self.root)!r} has no image {missing[0]!r}.png "
+                    f"({len(missing)} of the {len(stems_wanted)} named are missing)"
+                )
+            stems = sorted(stems_wanted)
+        elif split != "all":
             train, val = random_split(stems, val_fraction, split_seed)
             stems = train if split == "train" else val
         self.problems: list[str] = []
@@ -124,6 +136,11 @@ class PennFudan(Dataset):
                 f"{image_path.name} is {image_size[0]}x{image_size[1]}"
             )
         return None
+
+    @property
+    def stems(self) -> list[str]:
+        """The stems of the images this dataset serves (after leaving out bad pairs)."""
+        return [stem for stem, _, _ in self.items]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -18,8 +18,9 @@ from pixelseg.config import DataConfig, ExperimentConfig
 from pixelseg.errors import ConfigError, DataError
 from pixelseg.tasks.base import DataBundle
 from pixelseg.tasks.semantic_data import SYNTHETIC_VAL_SEED_OFFSET, normalization
+from pixelseg.tasks.splits import check_saved_split, draw_split, splits_by_group
 
-__all__ = ["build_instance_data", "check_saved_split"]
+__all__ = ["build_instance_data"]
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +74,26 @@ def _synthetic(config: ExperimentConfig) -> tuple[Dataset, Dataset, list[int], N
 def _pennfudan(data: DataConfig) -> tuple[Dataset, Dataset, list[int], dict[str, Any]]:
     from pixelseg.data import PennFudan
 
-    common = {
-        "val_fraction": data.val_fraction,
-        "split_seed": data.split_seed,
-        "keep_empty": data.keep_empty,
-    }
-    train = PennFudan(data.root, split="train", **common)  # type: ignore[arg-type]
-    val = PennFudan(data.root, split="val", **common)  # type: ignore[arg-type]
-    record = {
-        "how": f"seeded split of the images, val_fraction {data.val_fraction}, "
-        f"split_seed {data.split_seed}",
-        "train": [stem for stem, _, _ in train.items],
-        "val": [stem for stem, _, _ in val.items],
-    }
+    if splits_by_group(data):
+        # By group, e.g. data.group_by '^(FudanPed|PennPed)' keeps the two sites apart.
+        names = PennFudan(data.root, split="all").stems  # type: ignore[arg-type]
+        record = draw_split(names, data, "images")
+        train = PennFudan(data.root, stems=record["train"], keep_empty=data.keep_empty)  # type: ignore[arg-type]
+        val = PennFudan(data.root, stems=record["val"], keep_empty=data.keep_empty)  # type: ignore[arg-type]
+    else:
+        common = {
+            "val_fraction": data.val_fraction,
+            "split_seed": data.split_seed,
+            "keep_empty": data.keep_empty,
+        }
+        train = PennFudan(data.root, split="train", **common)  # type: ignore[arg-type]
+        val = PennFudan(data.root, split="val", **common)  # type: ignore[arg-type]
+        record = {
+            "how": f"seeded split of the images, val_fraction {data.val_fraction}, "
+            f"split_seed {data.split_seed}",
+            "train": train.stems,
+            "val": val.stems,
+        }
     log.info("Penn-Fudan: %d training and %d validation images", len(train), len(val))
     return train, val, [1], record
 
@@ -104,7 +112,6 @@ def _coco(data: DataConfig) -> tuple[Dataset, Dataset, list[int], dict[str, Any]
     ``data.root``), validation from ``data.val_images`` + ``data.val_annotations`` or a
     seeded ``val_fraction`` of the training images."""
     from pixelseg.data import CocoInstances
-    from pixelseg.data.split import random_split
 
     images = _resolve(data.root, data.images or "images", "images")
     annotations = _resolve(data.root, data.annotations or "instances.json", "annotations")
@@ -124,20 +131,10 @@ def _coco(data: DataConfig) -> tuple[Dataset, Dataset, list[int], dict[str, Any]
     names = [entry.path.stem for entry in full.images]
     if len(set(names)) != len(names):
         raise DataError(f"{str(annotations)!r} names one image file stem twice; cannot split")
-    train_names, val_names = random_split(names, data.val_fraction, data.split_seed)
+    record = draw_split(names, data, "images")
     index = {name: i for i, name in enumerate(names)}
-    train = _Subset(full, [index[n] for n in train_names])
-    val = _Subset(full, [index[n] for n in val_names])
-    if not len(train) or not len(val):
-        raise DataError(
-            f"data.val_fraction {data.val_fraction} of {len(names)} images leaves one side empty"
-        )
-    record = {
-        "how": f"seeded split of the images, val_fraction {data.val_fraction}, "
-        f"split_seed {data.split_seed}",
-        "train": train_names,
-        "val": val_names,
-    }
+    train = _Subset(full, [index[n] for n in record["train"]])
+    val = _Subset(full, [index[n] for n in record["val"]])
     return train, val, category_ids, record
 
 
@@ -151,13 +148,3 @@ class _Subset(Subset):
     @property
     def categories(self) -> list[dict[str, Any]]:
         return self.dataset.categories  # type: ignore[attr-defined]
-
-
-def check_saved_split(saved: dict[str, Any], drawn: dict[str, Any]) -> None:
-    """A resumed or evaluated run must see the validation images it was trained beside."""
-    if sorted(saved["val"]) != sorted(drawn["val"]):
-        raise ConfigError(
-            "the run's splits.json names other validation images than the config draws "
-            f"({saved.get('how', 'saved')!r} against {drawn['how']!r}): restore the "
-            "data.val_fraction/data.split_seed the run was trained with"
-        )

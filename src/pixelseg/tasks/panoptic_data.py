@@ -18,8 +18,8 @@ from torch.utils.data import Dataset, Subset
 from pixelseg.config import DataConfig, ExperimentConfig
 from pixelseg.errors import ConfigError, DataError
 from pixelseg.tasks.base import DataBundle
-from pixelseg.tasks.instance_data import check_saved_split
 from pixelseg.tasks.semantic_data import SYNTHETIC_VAL_SEED_OFFSET, normalization
+from pixelseg.tasks.splits import check_saved_split, draw_split
 
 __all__ = ["build_panoptic_data"]
 
@@ -99,7 +99,6 @@ def _coco_panoptic(data: DataConfig) -> tuple[Dataset, Dataset, dict[str, Any] |
     relative to ``data.root``; validation from ``data.val_images`` + ``data.val_annotations``
     (+ ``data.val_masks``) or a seeded ``val_fraction`` of the training images."""
     from pixelseg.data import CocoPanoptic
-    from pixelseg.data.split import random_split
 
     images = _path(data.root, data.images, "images", "images")
     annotations = _path(data.root, data.annotations, "panoptic.json", "annotations")
@@ -122,21 +121,11 @@ def _coco_panoptic(data: DataConfig) -> tuple[Dataset, Dataset, dict[str, Any] |
     names = full.names
     if len(set(names)) != len(names):
         raise DataError(f"{str(annotations)!r} names one image file stem twice; cannot split")
-    train_names, val_names = random_split(names, data.val_fraction, data.split_seed)
+    record = draw_split(names, data, "images")
     index = {name: i for i, name in enumerate(names)}
-    train = _Subset(full, [index[n] for n in train_names])
-    val = _Subset(full, [index[n] for n in val_names])
-    if not len(train) or not len(val):
-        raise DataError(
-            f"data.val_fraction {data.val_fraction} of {len(names)} images leaves one side empty"
-        )
+    train = _Subset(full, [index[n] for n in record["train"]])
+    val = _Subset(full, [index[n] for n in record["val"]])
     log.info("COCO panoptic: %d training and %d validation images", len(train), len(val))
-    record = {
-        "how": f"seeded split of the images, val_fraction {data.val_fraction}, "
-        f"split_seed {data.split_seed}",
-        "train": train_names,
-        "val": val_names,
-    }
     return train, val, record
 
 

@@ -22,15 +22,19 @@ from pixelseg.data import (
     SyntheticShapes,
     build_transforms,
     channel_stats,
-    group_split,
     groups_of,
-    random_split,
     read_split_file,
     resolve_normalization,
 )
 from pixelseg.data.augmentations import EVAL_KEPT, INVENTS_PIXELS
 from pixelseg.errors import ConfigError, DataError, InvalidInputError
 from pixelseg.tasks.base import DataBundle
+from pixelseg.tasks.splits import (
+    EACH_ITS_OWN_GROUP,
+    check_saved_split,
+    draw_split,
+    splits_by_group,
+)
 
 __all__ = ["PAD_IGNORE", "build_datasets", "normalization"]
 
@@ -156,15 +160,26 @@ def _without_transform(dataset: Dataset) -> Dataset:
 def _preset_datasets(data: DataConfig, train_tf, val_tf, saved: dict[str, Any] | None):
     preset = PRESETS[data.dataset]
     kwargs: dict[str, Any] = {"in_channels": data.in_channels, "strict": data.strict}
-    drawn = data.val_groups is not None or data.num_folds is not None or saved is not None
-    if drawn:
-        # Re-split the training files (CamVid's train/, every membrane slice) by group.
+    draws = _preset_draws(data)
+    if draws or (saved is not None and data.dataset == "camvid"):
+        # Re-split the training files (CamVid's train/, every membrane slice) by group; a
+        # CamVid run that drew its split is evaluated on it even by a config that does not.
         source = "train" if data.dataset == "camvid" else "all"
-        everything = preset(data.root, split=source, **kwargs)
-        pattern = data.group_by or _PRESET_GROUPS[data.dataset]
-        record = saved or _draw(data, everything.stems, pattern)
+        record = saved
+        if draws:
+            everything = preset(data.root, split=source, **kwargs)
+            drawn = draw_split(everything.stems, data, "files", _PRESET_GROUPS[data.dataset])
+            if saved is not None:
+                check_saved_split(saved, drawn)
+            record = saved or drawn
+        assert record is not None
         train = preset(data.root, split=source, transform=train_tf, stems=record["train"], **kwargs)
-        val = preset(data.root, split=source, transform=val_tf, stems=record["val"], **kwargs)
+        if data.eval_split is not None:
+            # An official split named explicitly scores instead of the drawn groups.
+            val = preset(data.root, split=data.eval_split, transform=val_tf, **kwargs)
+            _warn_shared_groups(data, train.stems, val.stems)
+        else:
+            val = preset(data.root, split=source, transform=val_tf, stems=record["val"], **kwargs)
         return train, val, record
     if data.dataset == "membrane":
         # The membrane slices have no official validation split: a seeded random one.
@@ -177,36 +192,30 @@ def _preset_datasets(data: DataConfig, train_tf, val_tf, saved: dict[str, Any] |
     record = None
     if data.dataset == "membrane":
         record = {"train": train.stems, "val": val.stems, "how": _random_how(data)}
+    if saved is not None and record is not None:
+        check_saved_split(saved, record)
     _warn_shared_groups(data, train.stems, val.stems)
     return train, val, record
 
 
+def _preset_draws(data: DataConfig) -> bool:
+    """CamVid keeps its val/ unless validation groups or folds are named; membrane splits
+    by group as soon as a pattern is given."""
+    if data.dataset == "camvid":
+        return data.val_groups is not None or data.num_folds is not None
+    return data.dataset == "membrane" and splits_by_group(data)
+
+
 # The group pattern of a preset when data.group_by is unset: CamVid names its videos in
 # the stem; a membrane slice is its own group (a plain k-fold over slices).
-_PRESET_GROUPS = {"camvid": CAMVID_GROUP_PATTERN, "membrane": r"^(.*)$"}
-
-
-def _draw(data: DataConfig, stems: list[str], pattern: str) -> dict[str, Any]:
-    split = group_split(
-        stems,
-        pattern,
-        val_groups=data.val_groups,
-        val_fraction=data.val_fraction,
-        seed=data.split_seed,
-        num_folds=data.num_folds,
-        fold=data.fold,
-    )
-    log.info(
-        "split by group (%s): training groups %s, validation groups %s",
-        split.how,
-        ", ".join(split.train_groups),
-        ", ".join(split.val_groups),
-    )
-    return split.to_json()
+_PRESET_GROUPS = {"camvid": CAMVID_GROUP_PATTERN, "membrane": EACH_ITS_OWN_GROUP}
 
 
 def _random_how(data: DataConfig) -> str:
-    return f"random val_fraction {data.val_fraction} of the files, seed {data.split_seed}"
+    # The words draw_split uses for the same seeded split.
+    return (
+        f"seeded split of the files, val_fraction {data.val_fraction}, split_seed {data.split_seed}"
+    )
 
 
 def _warn_shared_groups(data: DataConfig, train: list[str], val: list[str]) -> None:
@@ -218,6 +227,8 @@ def _warn_shared_groups(data: DataConfig, train: list[str], val: list[str]) -> N
     try:
         shared = sorted(set(groups_of(train, pattern)) & set(groups_of(val, pattern)))
     except (DataError, InvalidInputError):
+        if data.group_by is not None:
+            raise  # the user's pattern must name every file's group
         return
     if shared:
         log.warning(
@@ -239,27 +250,24 @@ def _folder_datasets(data: DataConfig, train_tf, val_tf, saved: dict[str, Any] |
         "in_channels": data.in_channels,
         "strict": data.strict,
     }
-    record = saved
     if data.val_images and data.val_masks:
         train = SegmentationFolder(data.images, data.masks, transform=train_tf, **common)
         val = SegmentationFolder(data.val_images, data.val_masks, transform=val_tf, **common)
         _warn_shared_groups(data, train.stems, val.stems)
         return train, val, None
-    if record is None and data.train_split and data.val_split:
+    record = None
+    if data.train_split and data.val_split:
         train_stems = read_split_file(data.train_split)
         val_stems = read_split_file(data.val_split)
         _warn_shared_groups(data, train_stems, val_stems)
-    elif record is None:
+        drawn = {"val": val_stems, "how": f"split files {data.train_split}, {data.val_split}"}
+    else:
         everything = SegmentationFolder(data.images, data.masks, **common).stems
-        if data.group_by or data.num_folds is not None:
-            record = _draw(data, everything, data.group_by or r"^(.*)$")
-        else:
-            train_part, val_part = random_split(
-                everything, val_fraction=data.val_fraction, seed=data.split_seed
-            )
-            record = {"train": train_part, "val": val_part, "how": _random_how(data)}
-    if record is not None:
+        drawn = record = draw_split(everything, data, "files")
         train_stems, val_stems = record["train"], record["val"]
+    if saved is not None:
+        check_saved_split(saved, drawn)
+        train_stems, val_stems = saved["train"], saved["val"]  # the files the run used
     train = SegmentationFolder(
         data.images, data.masks, stems=train_stems, transform=train_tf, **common
     )

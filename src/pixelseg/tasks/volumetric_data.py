@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from pixelseg.config import ExperimentConfig, VolumetricConfig
 from pixelseg.errors import ConfigError, DataError
 from pixelseg.tasks.base import DataBundle
-from pixelseg.tasks.instance_data import check_saved_split
+from pixelseg.tasks.splits import check_saved_split, draw_split
 
 __all__ = [
     "PHANTOM_VAL_SEED_OFFSET",
@@ -217,22 +217,11 @@ def _phantoms(config: ExperimentConfig) -> tuple[list[CaseRecipe], list[CaseReci
 def _split_files(
     config: ExperimentConfig, source: Any
 ) -> tuple[list[int], list[int], dict[str, Any]]:
-    from pixelseg.data.split import random_split
-
-    data = config.data
-    train_names, val_names = random_split(list(source.names), data.val_fraction, data.split_seed)
-    if not train_names or not val_names:
-        raise DataError(
-            f"data.val_fraction {data.val_fraction} of {len(source)} cases leaves one side empty"
-        )
+    """Case indices of the split the config draws over ``source``'s case names (seeded,
+    or by group: ``data.group_by`` keeps a patient's cases on one side)."""
+    record = draw_split(list(source.names), config.data, "cases")
     index = {name: i for i, name in enumerate(source.names)}
-    record = {
-        "how": f"seeded split of the cases, val_fraction {data.val_fraction}, "
-        f"split_seed {data.split_seed}",
-        "train": train_names,
-        "val": val_names,
-    }
-    return [index[n] for n in train_names], [index[n] for n in val_names], record
+    return [index[n] for n in record["train"]], [index[n] for n in record["val"]], record
 
 
 def _files(
