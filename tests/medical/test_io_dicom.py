@@ -73,6 +73,18 @@ def test_real_radial_localisers_are_refused_naming_orientations() -> None:
     assert "0.654" in str(info.value)  # the first localiser's row direction
 
 
+def test_mixed_planes_of_other_sizes_are_refused_for_their_orientations(tmp_path: Path) -> None:
+    folder = tmp_path / "localiser"
+    write_series(folder, [(0, 0, z) for z in (0, 5, 10)])
+    write_series(folder, [(0, y, 0) for y in (0, 5)], orientation=(1, 0, 0, 0, 0, -1), seed=1)
+    for path in sorted(folder.iterdir())[:2]:  # some slices also differ in pixel size
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [1.5, 1.5]
+        ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DataError, match="mixes 2 slice orientations"):
+        read_volume(folder)
+
+
 def test_real_folder_with_three_series_lists_them() -> None:
     folder = pydicom_test_folder("dicomdirtests/98892003/MR2")
     uids = sorted({str(pydicom.dcmread(p).SeriesInstanceUID) for p in folder.iterdir()})

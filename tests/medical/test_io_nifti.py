@@ -43,7 +43,14 @@ def _rotation_affine() -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("dtype", "stored"),
-    [(np.int16, np.int16), (np.float32, np.float32), (np.bool_, np.uint8), (np.int64, np.int32)],
+    [
+        (np.int16, np.int16),
+        (np.float32, np.float32),
+        (np.float16, np.float32),
+        (np.bool_, np.uint8),
+        (np.int64, np.int32),
+        (np.uint64, np.int32),
+    ],
 )
 def test_round_trip_keeps_values_affine_and_sensible_dtypes(
     tmp_path: Path, dtype: type, stored: type

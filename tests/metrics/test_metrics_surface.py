@@ -48,6 +48,18 @@ def test_shifted_square_with_anisotropic_spacing_by_hand() -> None:
     assert swapped["nsd"] == 1.0 and swapped["hd95"] == pytest.approx(1.0)
 
 
+def test_a_distance_equal_to_the_tolerance_counts_wherever_it_lies() -> None:
+    # Every surface voxel lies 0, 0.8 or 1 mm from the other surface; one step of 0.8 mm
+    # must measure exactly 0.8 at any position (12*0.8 - 11*0.8 does not).
+    pred, target = np.zeros((20, 3), bool), np.zeros((20, 3), bool)
+    pred[0:12], target[1:13] = True, True
+    assert surface_metrics(pred, target, (0.8, 1.0), tolerance=0.8)["nsd"] == 1.0
+    long_pred, long_target = np.zeros((600, 1), bool), np.zeros((600, 1), bool)
+    long_pred[:-1], long_target[1:] = True, True
+    result = surface_metrics(long_pred, long_target, (0.8, 1.0), tolerance=0.8)
+    assert result["nsd"] == 1.0
+
+
 def test_volume_difference_is_signed_mm3() -> None:
     target = np.zeros((4, 4, 4), dtype=np.uint8)
     target[1:3, 1:3, 1:3] = 1  # 8 voxels

@@ -257,11 +257,13 @@ def _decoders_for(syntax: Any) -> str:
 
 
 def _stack(path: Path, slices: list[_Slice]) -> Volume:
+    # Orientation first: a multi-plane localiser often differs in size too, and the error
+    # should name what makes it unstackable.
+    orientations = np.stack([_floats(s, "ImageOrientationPatient", 6) for s in slices])
+    _check_orientations(slices, orientations)
     _same(slices, [(int(s.header.Rows), int(s.header.Columns)) for s in slices], "image sizes")
     spacings = [_floats(s, "PixelSpacing", 2) for s in slices]
     _same(slices, [tuple(np.round(p, 6)) for p in spacings], "PixelSpacing")
-    orientations = np.stack([_floats(s, "ImageOrientationPatient", 6) for s in slices])
-    _check_orientations(slices, orientations)
     positions = np.stack([_floats(s, "ImagePositionPatient", 3) for s in slices])
     row_dir, col_dir = orientations[0, :3], orientations[0, 3:]
     normal = np.cross(row_dir, col_dir)

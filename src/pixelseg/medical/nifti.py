@@ -64,12 +64,16 @@ def _storable(array: np.ndarray, path: Path) -> np.ndarray:
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
             raise InvalidInputError(f"write_nifti({path}): array holds {bad} NaN/inf voxels")
-    if array.dtype == np.int64:
-        # Many viewers cannot open int64 NIfTI; labels and counts fit in int32.
+    if array.dtype == np.float16:
+        return array.astype(np.float32)  # NIfTI-1 has no half-precision code
+    if array.dtype in (np.int64, np.uint64):
+        # Many viewers cannot open int64 NIfTI (and nibabel refuses uint64); labels and
+        # counts fit in int32.
         info = np.iinfo(np.int32)
         if array.size and (array.min() < info.min or array.max() > info.max):
             raise InvalidInputError(
-                f"write_nifti({path}): int64 values outside the int32 range cannot be stored"
+                f"write_nifti({path}): {array.dtype} values outside the int32 range cannot "
+                "be stored"
             )
         return array.astype(np.int32)
     if array.dtype.kind not in "iuf":
@@ -80,7 +84,8 @@ def _storable(array: np.ndarray, path: Path) -> np.ndarray:
 def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str]) -> Path:
     """Write ``array`` ``[I, J, K]`` with ``affine`` (voxel -> RAS+ mm) to ``path``.
 
-    ``path`` must end in ``.nii`` or ``.nii.gz`` (gzip). bool becomes uint8 and int64 int32;
+    ``path`` must end in ``.nii`` or ``.nii.gz`` (gzip). bool becomes uint8, float16 float32,
+    int64 and uint64 int32;
     NaN/inf is refused. The file is written to a temporary name in the same folder and
     renamed, so a failure never leaves a half-written file. Returns the path.
     """
