@@ -163,6 +163,23 @@ def test_lung_mask_finds_both_lungs_filled_and_nothing_else() -> None:
     assert not empty.any()
 
 
+def test_lung_mask_leaves_out_a_ring_closed_around_the_mediastinum() -> None:
+    hu, lungs = _chest_phantom()
+    # In three slices an anterior bridge (a thin junction line the closing joins) and the
+    # bronchi behind close a ring of air around the tissue between the lungs.
+    hu[19:46, 17:19, 9:12] = -900.0
+    hu[19:46, 34:36, 9:12] = -900.0
+    between = np.zeros_like(lungs)
+    between[30:35, 22:31, 9:12] = True
+    assert not (between & lungs).any()
+    # The phantom is small (96 mm across): a 100 mm^2 limit plays the default's 3000 mm^2.
+    mask = lung_mask(hu, (1.5, 1.5, 3.0), max_slice_hole_mm2=100.0)
+    assert mask[lungs].all() and not mask[between].any()
+    assert lung_mask(hu, (1.5, 1.5, 3.0), max_slice_hole_mm2=1e6)[between].all()
+    with pytest.raises(InvalidInputError, match="3 positive spacings"):
+        lung_mask(hu, (1.5, 1.5))
+
+
 def test_crop_to_foreground_keeps_world_positions() -> None:
     mask = np.zeros((20, 16, 10), dtype=bool)
     mask[5:9, 3:4, 6:8] = True

@@ -174,6 +174,7 @@ def lung_mask(
     threshold: float = -320.0,
     closing_mm: float = 2.0,
     min_fraction: float = 0.1,
+    max_slice_hole_mm2: float = 3000.0,
 ) -> np.ndarray:
     """Both lungs of a chest CT ``hu [I, J, K]`` (k along the body axis) as a bool mask.
 
@@ -183,12 +184,18 @@ def lung_mask(
     remaining components are kept (lungs joined through the trachea form one, so the second
     is kept only if at least ``min_fraction`` of the first, which leaves bowel gas out); a
     closing with a ball of ``closing_mm`` smooths the wall, and holes are filled in 3D and in
-    each k slice, which brings the vessels and nodules inside the lung into the mask.
+    each k slice, which brings the vessels and nodules inside the lung into the mask. A
+    hole of one slice is filled only up to ``max_slice_hole_mm2`` (3000 mm^2, a disc about
+    6 cm across): where the bronchi and a thin anterior junction line close a ring around
+    the mediastinum, that ring's inside is the heart and great vessels, not lung.
     """
     ndimage = import_optional("scipy.ndimage", "medical")
     hu = np.asarray(hu)
     if hu.ndim != 3:
         raise InvalidInputError(f"lung_mask needs a 3D [I, J, K] volume, got shape {hu.shape}")
+    spacing_ijk = [float(s) for s in spacing]
+    if len(spacing_ijk) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing_ijk):
+        raise InvalidInputError(f"lung_mask needs 3 positive spacings in mm, got {spacing!r}")
     labels, count = ndimage.label(hu < threshold)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     outside = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel()]))
@@ -206,7 +213,16 @@ def lung_mask(
     mask = ndimage.binary_fill_holes(mask)
     in_slice = np.zeros((3, 3, 3), dtype=bool)
     in_slice[:, :, 1] = ndimage.generate_binary_structure(2, 1)  # no links along k
-    return ndimage.binary_fill_holes(mask, structure=in_slice)
+    holes, count = ndimage.label(
+        ndimage.binary_fill_holes(mask, structure=in_slice) & ~mask, in_slice
+    )
+    if count:
+        # Each hole lies in one slice (no links along k): its area is voxels x pixel area.
+        areas = np.bincount(holes.ravel(), minlength=count + 1) * spacing_ijk[0] * spacing_ijk[1]
+        small = areas <= max_slice_hole_mm2
+        small[0] = False
+        mask |= small[holes]
+    return mask
 
 
 def foreground_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...]:
