@@ -81,6 +81,20 @@ def test_predictions_return_to_the_input_grid_after_resampling():
     assert (back != label).any() and not ((back != label) & ~edge).any()
 
 
+def test_predictions_reach_the_input_grid_edges_after_downsampling():
+    from pixelseg.medical.patches import model_to_volume
+
+    # 9 voxels at 1 mm become 4 at 2.5 mm (centres 0, 2.5, 5, 7.5 mm): the last input voxel
+    # (8 mm) lies 0.2 model voxels past the last centre and takes its label, not 0.
+    label = np.ones((9, 9, 9), dtype=np.uint8)
+    image = Volume(label.astype(np.float32), np.eye(4))
+    case = prepare_case(
+        "x", image, Volume(label, np.eye(4)), Preprocessing("none", "lung", (2.5,) * 3)
+    )
+    assert case.label is not None and case.label.shape == (4, 4, 4)
+    assert _to_source_grid(model_to_volume(case.label), case).all()
+
+
 def test_task_refuses_a_single_class():
     with pytest.raises(Exception, match="background and at least one class"):
         VolumetricTask(["background"], None, inference=InferenceSettings(),

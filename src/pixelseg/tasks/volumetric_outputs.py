@@ -134,8 +134,15 @@ def _to_source_grid(labels: np.ndarray, case: Any) -> np.ndarray:
         return labels
     # source voxel -> world -> model voxel
     matrix = np.linalg.inv(case.affine) @ case.source_affine
+    # 'grid-constant': a point up to half a model voxel past the last centre takes that
+    # voxel's label ('constant' would give it 0, blanking the input's edge slices).
     return ndimage.affine_transform(
-        labels, matrix[:3, :3], offset=matrix[:3, 3], output_shape=case.source_shape, order=0
+        labels,
+        matrix[:3, :3],
+        offset=matrix[:3, 3],
+        output_shape=case.source_shape,
+        order=0,
+        mode="grid-constant",
     )
 
 
