@@ -54,7 +54,7 @@ class ExportError(PixelsegError):
 
 
 class TrainingDivergedError(PixelsegError):
-    """The loss became NaN or infinite; the message names the step."""
+    """The loss or the gradients became NaN or infinite; the message names the step."""
 
 
 def closest_match(name: str, choices: Iterable[str]) -> str | None:

@@ -63,10 +63,15 @@ def test_budget_fit_shortens_the_span_and_is_its_only_state():
     assert schedule.span == 1000
     # 10 steps in 20 s: 40 s left make 20 more steps, so the decay ends at step 30.
     schedule.fit_to_budget(step=10, steps_timed=10, seconds=20.0)
-    assert schedule.state_dict() == {"span": 30}
+    assert schedule.state_dict() == {"span": 30, "fitted": True}
     assert schedule.factor(30) == 0.0
     schedule.fit_to_budget(step=10, steps_timed=10, seconds=0.001)  # never past the config
     assert schedule.span == 1000
     rebuilt = LRSchedule(build_optimizer([param], config), config, 20, steps_per_epoch=10)
-    rebuilt.load_state_dict({"span": 30})  # a resumed run with a shorter configured length
+    rebuilt.load_state_dict({"span": 30, "fitted": True})  # a shorter configured length
     assert rebuilt.span == 20
+    longer = LRSchedule(build_optimizer([param], config), config, 2000, steps_per_epoch=10)
+    longer.load_state_dict({"span": 1000, "fitted": False})  # never fitted: the config's
+    assert longer.span == 2000
+    longer.load_state_dict({"span": 30})  # written before "fitted" was saved: kept
+    assert longer.span == 30 and longer.fitted

@@ -97,7 +97,7 @@ def single_process() -> DistContext:
 
 def from_environment(device_type: str, timeout_minutes: float = 10.0) -> DistContext:
     """The process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-    ``MASTER_ADDR``, ``MASTER_PORT``), joined once: NCCL on CUDA, gloo on the CPU.
+    ``MASTER_ADDR``, ``MASTER_PORT``), joined once: NCCL for CUDA tensors, gloo for CPU ones.
 
     Without those variables (a plain ``pixelseg`` run) this is one process. A collective
     that waits longer than ``timeout_minutes`` (a rank died) raises instead of hanging.
@@ -112,8 +112,10 @@ def from_environment(device_type: str, timeout_minutes: float = 10.0) -> DistCon
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     if dist.is_initialized():  # a caller's group (a notebook, a test): use it, leave it
         return DistContext(rank=rank, world_size=world, local_rank=local)
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    if backend == "nccl":
+    # On CUDA, NCCL carries the gradients and gloo the small CPU tensors of decide(),
+    # share_float() and sum() (NCCL has no CPU backend: alone it would fail at step one).
+    backend = "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
         torch.cuda.set_device(local)
     dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
     log.info("process %d of %d joined the %s group", rank, world, backend)

@@ -33,8 +33,14 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
     best_value: float | None = None
     best_epoch: int | None = None
+    best_metric: str | None = None  # "name:mode" that best_value was chosen by
     bad_validations: int = 0
     finished: bool = False
+    stopped_by: str = ""  # "length", "budget", "early_stopping" or "" (still running)
+    # Wall-clock seconds of the run so far and the validation share of them, so that a
+    # resumed run's time budget and log continue where they stopped.
+    elapsed_seconds: float = 0.0
+    excluded_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -77,11 +83,17 @@ def restore_run(trainer: Any, path: str | Path) -> None:
             f"resume it on {saved_world} (this run has {trainer.dist.world_size}), or start "
             "a new run from its weights"
         )
+    saved_config = payload.get("config") or {}
+    state = TrainState(**payload["state"])
+    _refuse_unresumable_changes(saved_config, trainer.config, state, path)
     _restore_weights(trainer, payload, path)
-    _log_changed_settings(payload.get("config") or {}, trainer.config, path)
+    _log_changed_settings(saved_config, trainer.config, path)
     for group in trainer.optimizer.param_groups:
         group.update(optimizer_hyperparameters(trainer.train_cfg))
-    trainer.state = TrainState(**payload["state"])
+    trainer.state = state
+    trainer.elapsed, trainer.excluded_seconds = state.elapsed_seconds, state.excluded_seconds
+    _reset_best_if_changed(trainer, path)
+    _reopen_if_extended(trainer, path)
     trainer.schedule.load_state_dict(payload["schedule"])
     if trainer.plateau is not None and payload.get("plateau"):
         trainer.plateau.load_state_dict({**trainer.plateau.state_dict(), **payload["plateau"]})
@@ -93,6 +105,68 @@ def restore_run(trainer: Any, path: str | Path) -> None:
     log.info(
         "resumed from %s at epoch %d, step %d", path, trainer.state.epoch, trainer.state.iteration
     )
+
+
+def _refuse_unresumable_changes(
+    saved: dict[str, Any], config: ExperimentConfig, state: TrainState, path: Any
+) -> None:
+    """Settings a resumed run cannot take: another optimiser (the saved moments are the
+    old one's), or another batch size or accumulation in the middle of an epoch (the saved
+    position counts the old batches)."""
+    old_train, old_data = saved.get("train") or {}, saved.get("data") or {}
+    old_name = (old_train.get("optimizer") or {}).get("name")
+    if old_name is not None and old_name != config.train.optimizer.name:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was trained with train.optimizer.name {old_name!r}, "
+            f"this config asks for {config.train.optimizer.name!r}: its saved state cannot "
+            f"continue another optimiser; resume with {old_name!r} or start a new run"
+        )
+    if state.batch_in_epoch == 0:
+        return
+    for section, key, old, new in (
+        ("data", "batch_size", old_data.get("batch_size"), config.data.batch_size),
+        ("train", "accumulate", old_train.get("accumulate"), config.train.accumulate),
+    ):
+        if old is not None and old != new:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} stopped {state.batch_in_epoch} batches into an "
+                f"epoch with {section}.{key} {old}; resuming there with {new} would skip or "
+                f"repeat images: resume with {old} (a checkpoint at an epoch's end takes "
+                "any value)"
+            )
+
+
+def _reset_best_if_changed(trainer: Any, path: Any) -> None:
+    """A best value chosen by another metric or direction cannot be compared with."""
+    state, key = trainer.state, f"{trainer.best_metric}:{trainer.best_mode}"
+    if state.best_metric is not None and state.best_metric != key:
+        log.info(
+            "resume from %s: best.pt was chosen by %s, now by %s: the best value starts over",
+            path,
+            state.best_metric,
+            key,
+        )
+        state.best_value = state.best_epoch = None
+        state.bad_validations = 0
+    state.best_metric = key
+
+
+def _reopen_if_extended(trainer: Any, path: Any) -> None:
+    """A run that ended at its length or budget continues when the config now allows more
+    (more epochs or iterations, more minutes); early stopping stays final."""
+    state, cfg = trainer.state, trainer.train_cfg
+    if not state.finished or state.stopped_by not in ("length", "budget"):
+        return
+    if cfg.iterations is not None:
+        more = state.iteration < cfg.iterations
+    else:
+        more = state.epoch < cfg.epochs
+    if cfg.max_minutes is not None:
+        spent = state.elapsed_seconds - state.excluded_seconds  # training, not validation
+        more = more and spent < cfg.max_minutes * 60
+    if more:
+        log.info("resume from %s: the config allows more training; the run continues", path)
+        state.finished, state.stopped_by = False, ""
 
 
 def _restore_weights(trainer: Any, payload: dict[str, Any], path: str | Path) -> None:

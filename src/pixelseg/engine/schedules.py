@@ -101,6 +101,7 @@ class LRSchedule:
         self.base_lr = config.optimizer.lr * scale
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         self.span = total_steps
+        self.fitted = False  # whether a budget has set the span
         self.max_minutes = config.max_minutes
 
     def factor(self, step: int) -> float:
@@ -115,14 +116,17 @@ class LRSchedule:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def fit_to_budget(self, step: int, steps_timed: int, seconds: float) -> None:
+    def fit_to_budget(
+        self, step: int, steps_timed: int, seconds: float, spent: float | None = None
+    ) -> None:
         """Shorten the poly/cosine span so that the decay ends with a ``max_minutes`` budget.
 
         A schedule sized in epochs that the budget cuts off would stop at a high learning
         rate, losing the end of the decay, where most of the final accuracy comes from. The
         span becomes ``step + remaining seconds / seconds per step``, with the speed measured
         over the ``steps_timed`` steps of ``seconds`` (validation excluded), re-estimated
-        each step and never longer than the configured length.
+        each step and never longer than the configured length. ``spent`` is the budget used
+        so far when it differs from ``seconds`` (a resumed run timed its new steps only).
         """
         sched = self.config
         if self.max_minutes is None or not sched.fit_budget or sched.name not in ("poly", "cosine"):
@@ -130,16 +134,23 @@ class LRSchedule:
         # The first steps carry start-up costs (worker start, allocator warm-up).
         if steps_timed < 5:
             return
-        remaining = max(self.max_minutes * 60 - seconds, 0.0)
+        remaining = max(self.max_minutes * 60 - (seconds if spent is None else spent), 0.0)
         estimate = step + math.ceil(remaining * steps_timed / max(seconds, 1e-9))
         self.span = max(min(self.total_steps, estimate), sched.warmup_iters + 1)
+        self.fitted = True
 
-    def state_dict(self) -> dict[str, int]:
-        return {"span": int(self.span)}
+    def state_dict(self) -> dict[str, Any]:
+        return {"span": int(self.span), "fitted": self.fitted}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # A fitted span never exceeds the (possibly changed) configured length.
-        self.span = min(int(state["span"]), self.total_steps)
+        # A fitted span never exceeds the (possibly changed) configured length; an unfitted
+        # one is the configured length now (a resumed run given more epochs decays over
+        # them). Checkpoints from before "fitted" was saved keep their span.
+        if state.get("fitted", True):
+            self.span = min(int(state["span"]), self.total_steps)
+            self.fitted = bool(state.get("fitted", self.span < self.total_steps))
+        else:
+            self.span = self.total_steps
 
 
 def build_plateau(

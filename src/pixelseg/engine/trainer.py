@@ -102,9 +102,9 @@ class Trainer:
         self.state = TrainState()
         self.epoch_loss = self.epoch_images_per_s = float("nan")
         self.elapsed = self.excluded_seconds = 0.0
-        self.stop_reason = ""
+        self.stop_reason, self._stopped_by = "", "length"
         self._started = time.perf_counter()
-        self._first_iteration = 0
+        self._first_iteration, self._seconds_before = 0, 0.0
         self._batches: Iterator[Any] | None = None
 
     # ----------------------------------------------------------------- set-up helpers
@@ -147,6 +147,8 @@ class Trainer:
         """Write a checkpoint (rank 0 only: the others hold the same states)."""
         if not self.dist.is_main:
             return None
+        self.state.elapsed_seconds = time.perf_counter() - self._started
+        self.state.excluded_seconds = self.excluded_seconds
         return save_checkpoint(run_payload(self), self.run_dir / name)
 
     def resume(self, path: str | Path) -> None:
@@ -175,6 +177,7 @@ class Trainer:
         self._call("on_train_start")
         started = time.perf_counter() - self.elapsed
         self._started, self._first_iteration = started, self.state.iteration
+        self._seconds_before = self.training_seconds(started)  # spent by earlier fits
         try:
             self._train_to_end(started)
         finally:
@@ -201,6 +204,8 @@ class Trainer:
             self.state.finished = stop or (
                 max_epochs is not None and self.state.epoch >= max_epochs
             )
+            if self.state.finished:
+                self.state.stopped_by = self._stopped_by
             self.save("last.pt")
 
     # ----------------------------------------------------------------- one epoch
@@ -261,14 +266,16 @@ class Trainer:
     def _should_stop(self, started: float) -> bool:
         """Iteration or time budget reached; rank 0's clock decides for every process."""
         cfg = self.train_cfg
-        reason = ""
+        reason, kind = "", ""
         if cfg.iterations is not None and self.state.iteration >= cfg.iterations:
-            reason = f"reached {cfg.iterations} iterations"
+            reason, kind = f"reached {cfg.iterations} iterations", "length"
         elif cfg.max_minutes is not None and self.training_seconds(started) > cfg.max_minutes * 60:
-            reason = f"reached the {cfg.max_minutes} minute budget"
+            reason, kind = f"reached the {cfg.max_minutes} minute budget", "budget"
         stop = self.dist.decide(bool(reason))
         if stop:
             self.stop_reason = reason or "rank 0 stopped the run"
+            # Rank 0 decides; another rank's own reading of the clock may differ.
+            self._stopped_by = kind if reason else "budget"
         return stop
 
     # ----------------------------------------------------------------- one step
@@ -287,18 +294,31 @@ class Trainer:
                 value = float(loss.detach())
             except NonFiniteError as error:
                 # NaN weights surface as NaN logits, which the model or loss rejects first.
-                raise self._diverged(f"non-finite values ({error})") from None
+                raise self._diverged(f"loss became non-finite values ({error})") from None
             if not math.isfinite(value):
-                raise self._diverged(str(value))
-            self.scaler.scale(loss / self.train_cfg.accumulate).backward()
+                raise self._diverged(f"loss became {value}")
+            self.scaler.scale(loss / self._window(position)).backward()
         if stepped:
             self._optimizer_step()
         return value, stepped
+
+    def _window(self, position: int) -> int:
+        """Batches in the accumulation window of batch ``position`` (1-based in the epoch):
+        ``accumulate``, or fewer in the epoch's last window, whose mean is taken alike."""
+        accumulate = self.train_cfg.accumulate
+        start = (position - 1) // accumulate * accumulate
+        return min(accumulate, self.steps_per_epoch - start)
 
     def _optimizer_step(self) -> None:
         if self.train_cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
+        if not self.scaler.is_enabled():
+            # A finite loss can still give infinite gradients; stepping would write NaN
+            # into the weights (and the next checkpoint). fp16's scaler skips such steps.
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads and not torch.isfinite(nn.utils.get_total_norm(grads)):
+                raise self._diverged("the gradients became non-finite (the loss did not)")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -307,15 +327,19 @@ class Trainer:
         self.state.iteration += 1
         seconds = self.dist.share_float(self.training_seconds(self._started))
         steps_timed = self.state.iteration - self._first_iteration
-        self.schedule.fit_to_budget(self.state.iteration, steps_timed, seconds)
+        self.schedule.fit_to_budget(
+            self.state.iteration, steps_timed, seconds - self._seconds_before, spent=seconds
+        )
         if not self.plateau_owns_lr():
             self.schedule.apply(self.state.iteration)
 
     def _diverged(self, what: str) -> TrainingDivergedError:
+        kept = self.run_dir / "last.pt"
+        where = f"{kept} (written before it)" if kept.is_file() else "no checkpoint yet"
         return TrainingDivergedError(
-            f"loss became {what} at epoch {self.state.epoch + 1}, iteration "
-            f"{self.state.iteration + 1} (batch {self.state.batch_in_epoch + 1}); the last "
-            f"good checkpoint is kept in {self.run_dir}"
+            f"{what} at epoch {self.state.epoch + 1}, iteration {self.state.iteration + 1} "
+            f"(batch {self.state.batch_in_epoch + 1}); the weights were not updated with it: "
+            f"{where}"
         )
 
     # ----------------------------------------------------------------- validation
@@ -348,9 +372,11 @@ class Trainer:
             self.plateau.step(value)  # type: ignore[union-attr]
         sign = 1.0 if self.best_mode == "max" else -1.0
         delta = self.train_cfg.early_stopping_min_delta
-        improved = self.state.best_value is None or (
-            not math.isnan(value) and sign * (value - self.state.best_value) > delta
+        # NaN (an empty or all-ignored validation set) never becomes the best value.
+        improved = not math.isnan(value) and (
+            self.state.best_value is None or sign * (value - self.state.best_value) > delta
         )
+        self.state.best_metric = f"{name}:{self.best_mode}"
         if improved:
             self.state.best_value, self.state.best_epoch = value, self.state.epoch
             self.state.bad_validations = 0
@@ -362,6 +388,7 @@ class Trainer:
         patience = self.train_cfg.early_stopping_patience
         if patience is not None and self.state.bad_validations >= patience:
             self.stop_reason = f"early stopping: {name} did not improve for {patience} validations"
+            self._stopped_by = "early_stopping"
             return True
         return False
 
