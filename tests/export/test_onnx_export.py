@@ -61,6 +61,37 @@ def test_failed_parity_check_writes_nothing(trained, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # no model, no sidecar, no temporary file
 
 
+def test_a_sidecar_that_cannot_be_written_leaves_no_model(trained, tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    (tmp_path / "model.json").mkdir()  # the sidecar's name is taken by a folder
+    argv = ["export", "--checkpoint", str(trained["checkpoint"]), "--out", str(out)]
+    assert main(argv) == 2
+    assert "model.json" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
+
+
+def test_exported_files_are_readable_as_any_file_written_here(trained):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (trained["model"], trained["model"].with_suffix(".json")):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_a_nan_difference_fails_the_parity_check(monkeypatch, tmp_path):
+    from pixelseg.errors import ExportError
+    from pixelseg.export import onnx_logits, runtime
+
+    monkeypatch.setattr(runtime, "onnx_session", lambda path: None)
+    monkeypatch.setattr(onnx_logits, "logits_parity", lambda *args: [1e-6, float("nan"), 2e-6])
+    shapes = [[1, 3, 32, 32], [1, 3, 48, 32], [3, 3, 32, 32]]
+    with pytest.raises(
+        ExportError, match=r"nan \(onnxruntime vs PyTorch, input \[1, 3, 48, 32\]\)"
+    ):
+        onnx_logits.check_logits(None, tmp_path / "m.onnx", shapes, ("images", "logits"), 1e-3, "x")
+
+
 def test_input_scale_model_exports_with_dynamic_sizes(tmp_path):
     """The antialiased resize of input_scale (aten::_upsample_bilinear2d_aa), which the
     TorchScript exporter rejects, through the dynamo exporter."""

@@ -49,6 +49,17 @@ def test_bad_images_are_400(client):
     assert "empty" in error_of(post(client, b""), 400, "not_an_image")
     gif = png_bytes(IMAGE[:5, :5], format="GIF")
     error_of(post(client, gif), 400, "not_an_image")  # decoders are limited to the accepted types
+    # TIFF headers whose reading raises EOFError (no image directory) or KeyError (an
+    # unknown compression code) inside PIL
+    error_of(
+        post(client, b"II*\x00\x00\x00\x00\x00", content_type="image/tiff"), 400, "not_an_image"
+    )
+    tiff = io.BytesIO()
+    Image.fromarray(IMAGE[:5, :5]).save(tiff, format="TIFF")
+    data = tiff.getvalue()
+    tag = data.index(b"\x03\x01\x03\x00\x01\x00\x00\x00")  # Compression, SHORT, 1 value
+    bad = data[: tag + 8] + (999).to_bytes(2, "little") + data[tag + 10 :]
+    assert post(client, bad, content_type="image/tiff").status_code == 400
     truncated = png_bytes(IMAGE[:20, :30])[:300]
     assert "30x20" in error_of(post(client, truncated), 400, "corrupt_image")
 
@@ -171,6 +182,36 @@ def test_full_queue_is_503(served, gated_runner):
         running.join(30)
         waiting.join(30)
     assert answers["running"].status_code == answers["waiting"].status_code == 200
+
+
+def test_timed_out_requests_leave_the_queue_while_the_forward_pass_runs(served, gated_runner):
+    gate = threading.Event()
+    runner, predictor = gated_runner(gate=gate)
+    settings = ServeSettings(
+        model=served["checkpoint"], max_queue=1, max_wait_ms=0.0, timeout_s=1.0
+    )
+    app = create_app(settings, runner=runner)
+    answers = {}
+
+    def send(key):
+        answers[key] = post(client, png_bytes(IMAGE[:10, :10]))
+
+    with TestClient(app) as client:
+        threads = {key: threading.Thread(target=send, args=(key,)) for key in ("a", "b", "c")}
+        threads["a"].start()
+        assert predictor.running.wait(10)  # a's forward pass holds the worker
+        threads["b"].start()
+        threads["b"].join(10)  # b waited in the queue and timed out
+        error_of(answers["b"], 504, "timeout")
+        threads["c"].start()  # b's place is free again: c is queued, not refused
+        deadline = time.monotonic() + 10
+        while app.state.batcher.waiting < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gate.set()
+        for key in ("a", "c"):
+            threads[key].join(30)
+    assert answers["c"].status_code == 200
 
 
 def test_timeout_is_504_and_the_service_recovers(served, gated_runner):

@@ -30,9 +30,12 @@ logger = logging.getLogger(__name__)
 #: File extensions (lower case) recognised as images, for both images and masks.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
-# PIL raises these for unreadable, truncated or corrupt files.
+# PIL raises these for unreadable, truncated or corrupt files (EOFError and KeyError from
+# TIFF: a header without an image directory, an unknown compression code).
 _DECODE_ERRORS = (
     OSError,
+    EOFError,
+    KeyError,
     UnidentifiedImageError,
     ValueError,
     SyntaxError,

@@ -106,13 +106,14 @@ class DetectionDiff:
                 f"{self.unexplained} detection(s) without a partner (PyTorch {self.expected}, "
                 f"onnxruntime {self.got}, {self.matched} paired)"
             )
-        if self.max_box_px > tolerance.box_px:
+        # "not <=" so that a NaN difference fails too.
+        if not self.max_box_px <= tolerance.box_px:
             problems.append(
                 f"max box difference {self.max_box_px:.3g} px > {tolerance.box_px:g} px"
             )
-        if self.max_score > tolerance.score:
+        if not self.max_score <= tolerance.score:
             problems.append(f"max score difference {self.max_score:.3g} > {tolerance.score:g}")
-        if self.mask_iou < tolerance.mask_iou:
+        if not self.mask_iou >= tolerance.mask_iou:
             problems.append(
                 f"mask IoU {self.mask_iou:.4f} < {tolerance.mask_iou:g} (pooled over pairs; "
                 f"smallest pair {self.min_mask_iou:.4f})"

@@ -38,8 +38,7 @@ from pixelseg.export.sidecar import (
     SIDECAR_FORMAT,
     file_sha256,
     package_version,
-    sidecar_path,
-    write_sidecar,
+    publish_model,
 )
 from pixelseg.tasks import get_plugin
 
@@ -139,10 +138,9 @@ def export_checkpoint(
         check = GRAPH_EXPORTERS[task](payload, where, temporary, tolerance=tolerance, opset=opset)
         meta = sidecar_meta(payload, plugin.export_keys, check)
         meta["model_sha256"] = file_sha256(temporary)
-        os.replace(temporary, out)
+        sidecar = publish_model(temporary, out, meta)
     finally:
         temporary.unlink(missing_ok=True)
-    sidecar = write_sidecar(meta, sidecar_path(out))
     return ExportResult(
         out,
         sidecar,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,9 @@ def check_logits(
     from pixelseg.export.runtime import onnx_session
 
     diffs = logits_parity(module, onnx_session(path), shapes, names)
-    worst = max(range(len(diffs)), key=lambda i: diffs[i])
-    if not diffs[worst] <= tolerance:
+    # NaN compares false with everything: it must fail the check, and be the one named.
+    worst = max(range(len(diffs)), key=lambda i: (math.isnan(diffs[i]), diffs[i]))
+    if not all(d <= tolerance for d in diffs):
         raise ExportError(
             f"export of {where} failed its parity check: max |logit difference| "
             f"{diffs[worst]:.3g} (onnxruntime vs PyTorch, input {shapes[worst]}) exceeds "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -42,7 +41,7 @@ from pixelseg.errors import CheckpointError, ExportError, InvalidInputError
 from pixelseg.export.deps import import_deploy
 from pixelseg.export.onnx import DEFAULT_TOLERANCE, INPUT_NAME, export_checkpoint
 from pixelseg.export.runtime import OnnxPredictor, onnx_session
-from pixelseg.export.sidecar import file_sha256, sidecar_path, write_sidecar
+from pixelseg.export.sidecar import file_sha256, publish_model, sidecar_path
 from pixelseg.tasks import Task, get_plugin
 
 __all__ = [
@@ -297,7 +296,7 @@ def quantize_checkpoint(
             reduced,
             reduced_why,
         )
-        if report.drop_points > max_miou_drop:
+        if not report.drop_points <= max_miou_drop:  # a NaN score is refused too
             raise ExportError(
                 f"INT8 model of {where} refused: {report.metric} {report.fp32_score:.4f} (fp32) "
                 f"-> {report.int8_score:.4f} (int8) on {report.val_images} validation images "
@@ -325,6 +324,5 @@ def quantize_checkpoint(
             "max_drop_points": max_miou_drop,
             "val_images": report.val_images,
         }
-        os.replace(int8_path, out)
-    write_sidecar(meta, sidecar_path(out))
+        publish_model(int8_path, out, meta)
     return report

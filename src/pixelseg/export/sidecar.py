@@ -65,6 +65,41 @@ def write_sidecar(meta: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def _readable_by_all(path: Path) -> None:
+    """The mode a plain ``open`` would give (mkstemp makes owner-only files, which a
+    service running as another user could not load)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def publish_model(temporary: str | Path, out: str | Path, meta: dict[str, Any]) -> Path:
+    """Move a checked model from ``temporary`` to ``out`` with its sidecar: both land or
+    neither does (the sidecar is written before the model moves, and a failure after the
+    move takes the model away again). Returns the sidecar's path."""
+    temporary, out = Path(temporary), Path(out)
+    sidecar = sidecar_path(out)
+    if sidecar.is_dir():
+        raise OSError(f"the sidecar path {str(sidecar)!r} is a folder")
+    handle, side_temp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=out.parent)
+    moved = False
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(meta, stream, indent=1)
+            stream.write("\n")
+        for path in (temporary, Path(side_temp)):
+            _readable_by_all(path)
+        os.replace(temporary, out)
+        moved = True
+        os.replace(side_temp, sidecar)
+    except BaseException:
+        Path(side_temp).unlink(missing_ok=True)
+        if moved:
+            out.unlink(missing_ok=True)
+        raise
+    return sidecar
+
+
 def read_sidecar(model_path: str | Path) -> dict[str, Any]:
     """The validated sidecar of ``model_path`` (an ``.onnx`` file).
 

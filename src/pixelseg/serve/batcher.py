@@ -113,7 +113,15 @@ class MicroBatcher:
     @property
     def waiting(self) -> int:
         """Requests queued for a forward pass (the one running not included)."""
-        return len(self._jobs)
+        return sum(1 for job in self._jobs if not job.future.done())
+
+    def _drop_finished(self) -> None:
+        """Forget queued jobs whose request already ended (a timeout cancelled them), so
+        that they hold no place in ``max_queue`` while a long forward pass runs."""
+        live = [job for job in self._jobs if not job.future.done()]
+        if len(live) != len(self._jobs):
+            self._jobs.clear()
+            self._jobs.extend(live)
 
     async def start(self) -> None:
         self._ensure_running()
@@ -137,6 +145,7 @@ class MicroBatcher:
     async def submit(self, image: Tensor) -> BatchResult:
         """Queue ``image [C, H, W]`` and wait for its mask; 503 when the queue is full."""
         self._ensure_running()
+        self._drop_finished()
         if len(self._jobs) >= self.max_queue:
             raise ApiError(
                 503,

@@ -66,7 +66,7 @@ def decode_upload(data: bytes, *, max_pixels: int, in_channels: int = 3) -> np.n
         raise ApiError(
             413, "too_many_pixels", f"the image is too large to decode: {error}"
         ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, KeyError):
         raise ApiError(
             400,
             "not_an_image",
