@@ -250,3 +250,15 @@ def test_image_below_the_onnx_minimum_is_400(served):
 def test_unknown_paths_and_methods_are_json(client):
     error_of(client.get("/v2/segment"), 404, "not_found")
     error_of(client.get("/v1/segment"), 405, "method_not_allowed")
+
+
+def test_a_client_that_disconnects_is_not_a_server_error(client):
+    from starlette.requests import ClientDisconnect
+
+    async def gone():
+        raise ClientDisconnect()
+
+    client.app.add_api_route("/v1/gone", gone, methods=["POST"])
+    error_of(client.post("/v1/gone"), 499, "client_closed_request")
+    text = client.get("/metrics").text
+    assert 'endpoint="/v1/gone",status="499"' in text and 'status="500"' not in text

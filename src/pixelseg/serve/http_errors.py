@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pixelseg.serve.errors import ApiError, error_body
 from pixelseg.serve.metrics import ServiceMetrics
@@ -30,6 +31,9 @@ from pixelseg.serve.metrics import ServiceMetrics
 __all__ = ["install_error_handlers"]
 
 log = logging.getLogger(__name__)
+
+#: The status recorded for a request whose client disconnected (nginx's convention).
+CLIENT_CLOSED = 499
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -78,6 +82,13 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         request.state.started = started
         try:
             response = await call_next(request)
+        except ClientDisconnect:
+            # The client went away mid-upload: nobody reads this answer, and it is not a
+            # service failure (nginx logs such requests as 499), so no 5xx alarm and no trace.
+            log.info("%s %s: the client disconnected", request.method, request.url.path)
+            response = respond(
+                CLIENT_CLOSED, "client_closed_request", "the client closed the connection"
+            )
         except Exception as error:
             log.exception("%s %s failed", request.method, request.url.path)
             response = respond(
