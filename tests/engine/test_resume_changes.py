@@ -115,3 +115,20 @@ def test_the_last_short_accumulation_window_is_averaged_over_its_own_batches():
     trainer = SimpleNamespace(train_cfg=SimpleNamespace(accumulate=2), steps_per_epoch=5)
     windows = [Trainer._window(trainer, position) for position in range(1, 6)]
     assert windows == [2, 2, 2, 2, 1]
+
+
+def test_a_kill_between_the_log_row_and_the_checkpoint_leaves_no_duplicate_row(tmp_path):
+    import csv
+
+    class KillAfterTheRow:  # runs after the CSV logger's row, before last.pt is saved
+        def on_epoch_end(self, trainer):
+            if trainer.state.epoch == 2:
+                raise KeyboardInterrupt
+
+    config = tiny(tmp_path, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        workflows.train(config, callbacks=[KillAfterTheRow()])
+    assert state_of(tmp_path)["state"]["epoch"] == 1
+    workflows.train(config, resume=True)
+    with open(tmp_path / "run" / "log.csv") as stream:
+        assert [int(row["epoch"]) for row in csv.DictReader(stream)] == [1, 2, 3]

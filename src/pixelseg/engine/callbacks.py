@@ -143,10 +143,10 @@ class CSVLogger(Callback):
     """Appends one row per epoch to ``log.csv``: epoch, iteration, mean loss, lr, speed, the
     task's validation metrics (``metric_names``, as the task names them) and ``val_loss``.
 
-    Appending (not rewriting) keeps the history of a resumed run in one file; rows for epochs
-    a resumed run repeats are not duplicated because the run restarts after the last
-    checkpointed epoch. A fresh run into the same folder starts a new file, as it replaces
-    the checkpoints there.
+    Appending (not rewriting) keeps the history of a resumed run in one file; a resumed run
+    first drops the rows written after its checkpoint (a kill between a row and the save),
+    so that the epochs it repeats appear once. A fresh run into the same folder starts a new
+    file, as it replaces the checkpoints there.
     """
 
     def __init__(self, path: str | Path, metric_names: Sequence[str]) -> None:
@@ -168,6 +168,20 @@ class CSVLogger(Callback):
         fresh = state.epoch == 0 and state.iteration == 0 and state.batch_in_epoch == 0
         if fresh:
             self.path.unlink(missing_ok=True)
+        elif self.path.is_file():
+            self._drop_rows_after(state.iteration)
+
+    def _drop_rows_after(self, iteration: int) -> None:
+        with self.path.open(newline="") as stream:
+            reader = csv.DictReader(stream)
+            fields, rows = reader.fieldnames, list(reader)
+        kept = [row for row in rows if int(row.get("iteration") or 0) <= iteration]
+        if fields is None or len(kept) == len(rows):
+            return
+        with self.path.open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
 
     def on_validation(self, trainer: Any, metrics: dict[str, Any]) -> None:
         self._pending.update({k: metrics.get(k) for k in self.metrics})
