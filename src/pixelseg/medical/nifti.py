@@ -2,7 +2,10 @@
 
 A prediction written with its input's affine overlays the input exactly in a viewer (ITK-SNAP,
 3D Slicer, FSLeyes): both qform and sform carry the affine (code 1, scanner coordinates), or
-the sform alone when the affine has shear (gantry tilt), which a qform cannot hold.
+the sform alone when the affine has shear (gantry tilt), which a qform cannot hold. Viewers
+built on ITK (Slicer, ITK-SNAP) take only orthonormal directions: they refuse or
+straighten a sheared volume, so a tilted series overlays exactly in nibabel-based tools
+(FSLeyes, nilearn) and after resampling to an unsheared grid, not in those.
 """
 
 from __future__ import annotations
