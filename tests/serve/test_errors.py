@@ -262,3 +262,34 @@ def test_a_client_that_disconnects_is_not_a_server_error(client):
     error_of(client.post("/v1/gone"), 499, "client_closed_request")
     text = client.get("/metrics").text
     assert 'endpoint="/v1/gone",status="499"' in text and 'status="500"' not in text
+
+
+def test_a_burst_is_refused_before_its_uploads_are_read(served, gated_runner):
+    gate = threading.Event()
+    runner, predictor = gated_runner(gate=gate)
+    settings = ServeSettings(
+        model=served["checkpoint"], max_queue=1, max_batch_size=1, max_wait_ms=0.0
+    )
+    app = create_app(settings, runner=runner)
+    answers = {}
+
+    def send(key):
+        answers[key] = post(client, png_bytes(IMAGE[:10, :10]))
+
+    with TestClient(app) as client:
+        threads = {key: threading.Thread(target=send, args=(key,)) for key in ("a", "b")}
+        threads["a"].start()
+        assert predictor.running.wait(10)
+        threads["b"].start()
+        deadline = time.monotonic() + 10
+        while app.state.batcher.waiting < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # Two requests hold every place: a third is refused before its body is read, so
+        # even a body that is no image gets the 503, not a 400.
+        message = error_of(post(client, b"not an image"), 503, "queue_full")
+        assert "max_queue 1 + max_batch_size 1" in message
+        gate.set()
+        for thread in threads.values():
+            thread.join(30)
+    assert answers["a"].status_code == answers["b"].status_code == 200

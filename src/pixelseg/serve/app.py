@@ -114,12 +114,32 @@ def create_app(settings: ServeSettings, *, runner: ModelRunner | None = None) ->
         body, content_type = metrics.render()
         return Response(body, headers={"Content-Type": content_type})
 
+    # Requests past admission hold an upload, a decoded image or a place in a batch: bounded
+    # so that a burst is refused (503) before its bodies are read, not by the OOM killer.
+    admission = {"held": 0, "limit": settings.max_queue + settings.max_batch_size}
+
     @app.post("/v1/segment", dependencies=protected)
     async def segment(
         request: Request,
         output_format: Annotated[OutputFormat, Query(alias="format")] = "png",
         alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
         include_mask: bool = False,
+    ) -> Response:
+        if admission["held"] >= admission["limit"]:
+            raise ApiError(
+                503,
+                "queue_full",
+                f"{admission['held']} requests are already being read or served (max_queue "
+                f"{settings.max_queue} + max_batch_size {settings.max_batch_size}); retry later",
+            )
+        admission["held"] += 1
+        try:
+            return await answer(request, output_format, alpha, include_mask)
+        finally:
+            admission["held"] -= 1
+
+    async def answer(
+        request: Request, output_format: OutputFormat, alpha: float, include_mask: bool
     ) -> Response:
         started = request.state.started
         data, content_type = await read_file_field(request, "image", settings.max_upload_bytes)
