@@ -237,3 +237,21 @@ def test_the_worker_follows_a_new_event_loop():
     for value in (1.0, 2.0):
         result = asyncio.run(batcher.submit(torch.full((1, 2, 2), value)))
         assert result.batch_size == 1 and (result.labels == value).all()
+
+
+def test_stopping_fails_the_running_pass_with_503_not_a_later_timeout():
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0.0, max_queue=8)
+
+    async def scenario():
+        await batcher.start()
+        running = asyncio.create_task(batcher.submit(torch.zeros(1, 3, 3)))
+        await until(model.running.is_set)
+        await batcher.stop()
+        with pytest.raises(ApiError) as info:
+            await asyncio.wait_for(running, 5)
+        model.gate.set()  # let the forward thread finish
+        return info.value
+
+    error = asyncio.run(scenario())
+    assert error.status == 503 and error.code == "shutting_down"

@@ -61,6 +61,10 @@ class _Job:
         return int(self.image.shape[-2]), int(self.image.shape[-1])
 
 
+def _shutting_down() -> ApiError:
+    return ApiError(503, "shutting_down", "the service is shutting down; retry later")
+
+
 def take_group(jobs: deque[_Job], max_batch_size: int) -> list[_Job]:
     """Remove and return the next batch from ``jobs``: the oldest live job and the following
     live jobs of its (height, width), up to ``max_batch_size``, in order. Jobs whose future
@@ -133,9 +137,7 @@ class MicroBatcher:
             await asyncio.gather(self._worker, return_exceptions=True)
         for job in self._jobs:
             if not job.future.done():
-                job.future.set_exception(
-                    ApiError(503, "shutting_down", "the service is shutting down; retry later")
-                )
+                job.future.set_exception(_shutting_down())
         self._jobs.clear()
         self.on_depth(0)
         if self._executor is not None:
@@ -209,6 +211,11 @@ class MicroBatcher:
                 self._executor, lambda: self.run_batch(torch.stack(images))
             )
         except asyncio.CancelledError:
+            # stop() cancelled the worker mid-pass: the requests of this pass get the 503
+            # that queued ones get, not a 504 when their timeout runs out.
+            for job in group:
+                if not job.future.done():
+                    job.future.set_exception(_shutting_down())
             raise
         except Exception as error:  # the pass failed: every request in it learns why
             log.exception("forward pass of %d images failed", len(group))
