@@ -22,11 +22,16 @@ SHARED = ROOT.parent / "shared" / "data"
 
 QUICK = ["train.iterations=1", "train.epochs=null", "train.progress=false",
          "train.tensorboard=false", "data.num_workers=0", "data.batch_size=2"]  # fmt: skip
+SMALL_VAL = "data.val_transforms=[{name: resize, size: [96, 128]}]"
 CASES = {
     "shapes_unet.yaml": (None, ["data.synthetic.num_train=4", "data.synthetic.num_val=2"]),
-    # Validate on the smallest training video (62 frames) rather than all of val/.
-    "camvid_unet.yaml": ("camvid", ["data.val_groups=[0001TP]"]),
-    "camvid_deeplabv3plus.yaml": ("camvid", ["data.val_groups=[0001TP]", "model.encoder=resnet18"]),
+    # Validate on the smallest training video (62 frames) rather than all of val/, at a
+    # quarter of the size: the step is what is checked, not the score.
+    "camvid_unet.yaml": ("camvid", ["data.val_groups=[0001TP]", SMALL_VAL]),
+    "camvid_deeplabv3plus.yaml": (
+        "camvid",
+        ["data.val_groups=[0001TP]", "model.encoder=resnet18", SMALL_VAL],
+    ),
     "membrane_unet.yaml": ("membrane", []),
     "shapes_maskrcnn.yaml": (None, ["data.synthetic.num_train=4", "data.synthetic.num_val=2"]),
     "shapes_yolact.yaml": (None, ["data.synthetic.num_train=4", "data.synthetic.num_val=2"]),
