@@ -36,6 +36,14 @@ def error_of(response, status: int, code: str) -> str:
     return body["error"]["message"]
 
 
+def wait_until_queued(app, count: int = 1) -> None:
+    """Block until ``count`` requests wait in the app's queue (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while app.state.batcher.waiting < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def client(served, runner):
     settings = ServeSettings(model=served["checkpoint"], max_upload_bytes=1500, max_pixels=700)
@@ -172,10 +180,7 @@ def test_full_queue_is_503(served, gated_runner):
         assert predictor.running.wait(10)
         waiting = threading.Thread(target=send, args=("waiting",))
         waiting.start()
-        deadline = time.monotonic() + 10
-        while app.state.batcher.waiting < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until_queued(app)
         message = error_of(post(client, png_bytes(IMAGE[:10, :10])), 503, "queue_full")
         assert "max_queue 1" in message
         gate.set()
@@ -204,10 +209,7 @@ def test_timed_out_requests_leave_the_queue_while_the_forward_pass_runs(served, 
         threads["b"].join(10)  # b waited in the queue and timed out
         error_of(answers["b"], 504, "timeout")
         threads["c"].start()  # b's place is free again: c is queued, not refused
-        deadline = time.monotonic() + 10
-        while app.state.batcher.waiting < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until_queued(app)
         gate.set()
         for key in ("a", "c"):
             threads[key].join(30)
@@ -281,10 +283,7 @@ def test_a_burst_is_refused_before_its_uploads_are_read(served, gated_runner):
         threads["a"].start()
         assert predictor.running.wait(10)
         threads["b"].start()
-        deadline = time.monotonic() + 10
-        while app.state.batcher.waiting < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until_queued(app)
         # Two requests hold every place: a third is refused before its body is read, so
         # even a body that is no image gets the 503, not a 400.
         message = error_of(post(client, b"not an image"), 503, "queue_full")
