@@ -47,6 +47,10 @@ def add_serve_command(command: Any) -> None:
         help="a request waiting longer than this for its result gets 504 (30)",
     )  # fmt: skip
     serve.add_argument(
+        "--upload-timeout-s", type=float, default=60.0,
+        help="an upload whose body takes longer than this to arrive gets 408 (60)",
+    )  # fmt: skip
+    serve.add_argument(
         "--max-upload-mb", type=float, default=20.0, help="largest upload in MiB; 413 above (20)"
     )
     serve.add_argument(
@@ -84,6 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         timeout_s=args.timeout_s,
+        upload_timeout_s=args.upload_timeout_s,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
         api_key=api_key_from_env(args.api_key_env),

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from pixelseg import workflows
 from pixelseg.checkpoints import load_checkpoint
 from pixelseg.config import parse_config
+from pixelseg.engine.distributed import DistContext
 from pixelseg.errors import CheckpointError
 
 pytestmark = pytest.mark.slow
@@ -186,6 +187,10 @@ def sharded_eval_and_predict(rank: int, world: int, port: int, base: str) -> Non
     # One group for both jobs (as a notebook would hold it); each job uses it and leaves it.
     torch.distributed.init_process_group("gloo")
     base_path = Path(base)
+    # The trainer's stop-together vote on a non-finite loss: rank 1's True reaches rank 0.
+    context = DistContext(rank, world)
+    votes = [context.any_process(rank == 1), context.any_process(False)]
+    torch.save(votes, base_path / f"votes_rank{rank}.pt")
     config = parse_config(raw_config(base_path / "one", batch=4))
     metrics = workflows.eval_checkpoint(config, base_path / "one" / "last.pt", base_path / "ev2")
     torch.save(metrics, base_path / f"eval_rank{rank}.pt")
@@ -215,6 +220,7 @@ def test_eval_and_predict_shard_over_ranks_and_match_one_process(runs):
     )
     mp.spawn(sharded_eval_and_predict, args=(2, free_port(), str(base)), nprocs=2, join=True)
     for rank in range(2):
+        assert torch.load(base / f"votes_rank{rank}.pt") == [True, False]
         sharded = torch.load(base / f"eval_rank{rank}.pt")
         for name in ("miou", "pixel_accuracy", "fwiou", "mdice", "num_images"):
             assert sharded[name] == single[name], name

@@ -98,6 +98,30 @@ def test_infinite_gradients_stop_before_the_weights_change(tmp_path):
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
 
 
+def test_a_nan_loss_on_another_process_stops_this_one_before_its_step(tmp_path, monkeypatch):
+    """In DDP every process raises at the same batch: one that raised alone would leave the
+    others waiting in the gradient all-reduce. Here one process is told by the collective
+    (``any_process``) that another's loss became NaN at the fifth step."""
+    from pixelseg.engine.distributed import DistContext
+
+    seen = {}
+
+    class Watch:
+        def on_train_start(self, trainer):
+            seen["trainer"] = trainer
+
+    def any_process(self, value):
+        return value or seen["trainer"].state.iteration == 4
+
+    monkeypatch.setattr(DistContext, "any_process", any_process)
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"another process's loss became non-finite at epoch 2, iteration 5 \(batch 2\)",
+    ):
+        workflows.train(tiny(tmp_path, epochs=3), callbacks=[Watch()])
+    assert state_of(tmp_path)["state"]["iteration"] == 3
+
+
 def test_a_nan_validation_never_becomes_the_best(tmp_path, monkeypatch):
     values = iter([float("nan"), 0.25, 0.1])
     validate = Trainer.validate

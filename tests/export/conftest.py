@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from pixelseg.build import build_datasets, build_model, checkpoint_meta
 from pixelseg.checkpoints import save_checkpoint
-from pixelseg.cli import main
 from pixelseg.config import parse_config
 
 
@@ -44,21 +42,10 @@ def untrained_checkpoint(
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> dict[str, Path]:
-    """A U-Net (base_channels 4) trained for a few seconds on 32x32 shapes, its config, and
-    its fp32 export through the CLI."""
-    from pixelseg import workflows
-
+def trained(tiny_unet, tmp_path_factory) -> dict[str, Path]:
+    """The shared tiny U-Net (tests/conftest.py: its config, checkpoint and fp32 export
+    through the CLI) and test images of several sizes."""
     root = tmp_path_factory.mktemp("trained")
-    config_path = root / "tiny.yaml"
-    raw = tiny_config()
-    raw["output_dir"] = str(root / "run")
-    raw["train"]["optimizer"] = {"name": "adamw", "lr": 0.01}
-    config_path.write_text(yaml.safe_dump(raw))
-    workflows.train(parse_config(raw))
-    checkpoint = root / "run" / "best.pt"
-    model = root / "model.onnx"
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model)]) == 0
     images = root / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -69,4 +56,17 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         image, _ = shapes.generate(index)
         Image.fromarray(image[: 72 - 3 * index, : 70 + index]).save(images / f"shape_{index}.png")
     Image.fromarray(rng.integers(0, 255, (45, 61, 3), dtype=np.uint8)).save(images / "noise.png")
-    return {"config": config_path, "checkpoint": checkpoint, "model": model, "images": images}
+    return {**tiny_unet, "images": images}
+
+
+@pytest.fixture
+def copied_trace(trained, monkeypatch):
+    """torch.onnx.export replaced by a copy of the shared export of ``trained``'s checkpoint,
+    for tests of what follows the trace (the files left, quantisation): a real trace takes
+    ~15 s, and test_onnx_export.py and test_export_contract.py check the trace itself."""
+    import shutil
+
+    def copy(module, args, path, **options):
+        shutil.copyfile(trained["model"], path)
+
+    monkeypatch.setattr(torch.onnx, "export", copy)

@@ -24,11 +24,12 @@ from pixelseg.tasks import TASKS
 
 from .conftest import untrained_checkpoint
 
-#: Small semantic variants so that each export takes seconds.
+#: Small semantic variants so that each export takes seconds. The FCNs keep the paper's
+#: VGG-16: fewer operators to trace than ResNet-18 (an export in 15 s instead of 23 here).
 TINY = {
-    "fcn32s": {"encoder": "resnet18", "fc_channels": 16},
-    "fcn16s": {"encoder": "resnet18", "fc_channels": 16},
-    "fcn8s": {"encoder": "resnet18", "fc_channels": 16},
+    "fcn32s": {"encoder": "vgg16", "fc_channels": 16},
+    "fcn16s": {"encoder": "vgg16", "fc_channels": 16},
+    "fcn8s": {"encoder": "vgg16", "fc_channels": 16},
     "unet": {"base_channels": 4},
     "unetpp": {"base_channels": 4, "deep_supervision": True},
     "deeplabv3plus": {"encoder": "resnet18", "aspp_channels": 16, "low_level_channels": 8},

@@ -51,7 +51,7 @@ def test_exported_logits_match_pytorch_at_new_batch_and_sizes(trained):
         assert np.abs(got - expected).max() < 1e-3, shape
 
 
-def test_failed_parity_check_writes_nothing(trained, tmp_path, capsys):
+def test_failed_parity_check_writes_nothing(trained, copied_trace, tmp_path, capsys):
     out = tmp_path / "model.onnx"
     argv = ["export", "--checkpoint", str(trained["checkpoint"]), "--out", str(out)]
     assert main([*argv, "--tolerance", "1e-12"]) == 2
@@ -61,7 +61,7 @@ def test_failed_parity_check_writes_nothing(trained, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # no model, no sidecar, no temporary file
 
 
-def test_a_sidecar_that_cannot_be_written_leaves_no_model(trained, tmp_path, capsys):
+def test_a_sidecar_that_cannot_be_written_leaves_no_model(trained, copied_trace, tmp_path, capsys):
     out = tmp_path / "model.onnx"
     (tmp_path / "model.json").mkdir()  # the sidecar's name is taken by a folder
     argv = ["export", "--checkpoint", str(trained["checkpoint"]), "--out", str(out)]

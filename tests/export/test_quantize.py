@@ -29,7 +29,7 @@ def torch_miou(trained) -> float:
     return quantize.score_predictor(predictor, bundle.val, task)
 
 
-def test_int8_export_reports_and_writes_a_runnable_model(trained, tmp_path, capsys):
+def test_int8_export_reports_and_writes_a_runnable_model(trained, copied_trace, tmp_path, capsys):
     out = tmp_path / "int8.onnx"
     argv = ["export", "--checkpoint", str(trained["checkpoint"]), "--out", str(out)]
     argv += ["--quantize", "int8", "--calibration", str(trained["config"])]
@@ -56,7 +56,7 @@ def test_int8_export_reports_and_writes_a_runnable_model(trained, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.json", "int8.onnx"]
 
 
-def test_int8_model_that_loses_too_much_is_refused(trained, tmp_path, monkeypatch):
+def test_int8_model_that_loses_too_much_is_refused(trained, copied_trace, tmp_path, monkeypatch):
     """A quantiser that really damages the model (every weight scaled by -1 after
     quantisation): the measured drop exceeds the limit and nothing is written."""
     real = quantize.quantize_onnx
@@ -106,7 +106,7 @@ def weight_extremes(path) -> int:
     )
 
 
-def test_reduce_range_quantises_weights_to_7_bits_and_is_recorded(trained, tmp_path):
+def test_reduce_range_quantises_weights_to_7_bits_and_is_recorded(trained, copied_trace, tmp_path):
     out = tmp_path / "int8_on.onnx"
     report = quantize.quantize_checkpoint(
         trained["checkpoint"],

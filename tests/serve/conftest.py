@@ -11,50 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
-
-from pixelseg.cli import main
-from pixelseg.config import parse_config
-
-
-def tiny_config(root: Path) -> dict:
-    """tests/export/conftest.py's trained model: a U-Net (base_channels 4) on 32x32 shapes."""
-    return {
-        "seed": 0,
-        "output_dir": str(root / "run"),
-        "data": {
-            "synthetic": {"num_train": 48, "num_val": 8, "size": 32},
-            "batch_size": 8,
-            "normalize": "imagenet",
-        },
-        "model": {"name": "unet", "options": {"base_channels": 4}},
-        "train": {
-            "epochs": 4,
-            "progress": False,
-            "tensorboard": False,
-            "threads": 2,
-            "optimizer": {"name": "adamw", "lr": 0.01},
-        },
-    }
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory) -> dict[str, Path]:
-    """``checkpoint`` (.pt), ``model`` (.onnx + sidecar), ``images`` (a folder of shapes and
-    noise of several sizes) and ``predicted`` / ``predicted_onnx`` (what ``pixelseg predict``
-    wrote for them with each model)."""
+def served(tiny_unet, tmp_path_factory) -> dict[str, Path]:
+    """``checkpoint`` (.pt), ``model`` (.onnx + sidecar) of the shared tiny U-Net
+    (tests/conftest.py), ``images`` (a folder of shapes and noise of several sizes) and
+    ``predicted`` / ``predicted_onnx`` (what ``pixelseg predict`` wrote for them with each
+    model)."""
     from pixelseg import workflows
     from pixelseg.data import SyntheticShapes
 
-    torch.set_num_threads(2)
+    checkpoint, model = tiny_unet["checkpoint"], tiny_unet["model"]
     root = tmp_path_factory.mktemp("served")
-    raw = tiny_config(root)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(raw))
-    workflows.train(parse_config(raw))
-    checkpoint = root / "run" / "best.pt"
-    model = root / "model.onnx"
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model)]) == 0
     images = root / "images"
     images.mkdir()
     shapes = SyntheticShapes(3, size=48, seed=5)

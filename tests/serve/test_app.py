@@ -141,6 +141,7 @@ def test_info_describes_model_and_limits(served, runner, onnx_runner):
         },
         "batching": {"max_batch_size": 4, "max_wait_ms": 5.0},
         "timeout_s": 12.5,
+        "upload_timeout_s": 60.0,
         "api_key_required": False,
     }
     assert isinstance(info["pixelseg_version"], str) and info["pixelseg_version"]

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -29,8 +31,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_uvicorn_serves_healthz_and_a_mask_over_a_socket(served, runner):
-    app = create_app(ServeSettings(model=served["checkpoint"]), runner=runner)
+@contextmanager
+def uvicorn_serving(app) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a thread on a free port; yields its base URL."""
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -42,7 +45,17 @@ def test_uvicorn_serves_healthz_and_a_mask_over_a_socket(served, runner):
         while not server.started:
             assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
             time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listener.close()
+    assert not thread.is_alive()
+
+
+def test_uvicorn_serves_healthz_and_a_mask_over_a_socket(served, runner):
+    app = create_app(ServeSettings(model=served["checkpoint"]), runner=runner)
+    with uvicorn_serving(app) as base:
         assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
         data = (served["images"] / "noise.png").read_bytes()
         response = httpx.post(
@@ -53,11 +66,66 @@ def test_uvicorn_serves_healthz_and_a_mask_over_a_socket(served, runner):
         np.testing.assert_array_equal(
             np.asarray(Image.open(io.BytesIO(response.content))), expected
         )
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        listener.close()
-    assert not thread.is_alive()
+        # No Swagger UI or ReDoc: FastAPI would load them from a CDN.
+        assert httpx.get(f"{base}/docs", timeout=10).status_code == 404
+        assert httpx.get(f"{base}/redoc", timeout=10).status_code == 404
+
+
+def read_response(connection: socket.socket) -> str:
+    """One HTTP/1.1 response with a Content-Length, read off a raw socket."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += connection.recv(65536) or b"!"  # "!": closed early, fail below
+        assert not received.endswith(b"!"), received
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))  # fmt: skip
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        assert chunk, (head, body)
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode("latin-1")
+
+
+def test_a_stalled_upload_gets_408_and_frees_its_place(served, runner):
+    settings = ServeSettings(
+        model=served["checkpoint"], upload_timeout_s=0.5, max_queue=1, max_batch_size=1
+    )
+    app = create_app(settings, runner=runner)
+    data = (served["images"] / "noise.png").read_bytes()
+    with uvicorn_serving(app) as base:
+        port = int(base.rsplit(":", 1)[1])
+        head = (
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + data[:100]
+        )
+        request = (
+            b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            + f"Content-Length: {len(head) + 10_000}\r\n\r\n".encode()
+            + head
+        )
+        # Two stalled clients fill both admission places (max_queue + max_batch_size).
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(2)]
+        try:
+            for connection in stalled:
+                connection.sendall(request)
+            started = time.monotonic()
+            answers = [read_response(connection) for connection in stalled]
+            waited = time.monotonic() - started
+        finally:
+            for connection in stalled:
+                connection.close()
+        for answer in answers:
+            assert answer.startswith("HTTP/1.1 408"), answer
+            assert '"code":"upload_timeout"' in answer and "upload_timeout_s = 0.5 s" in answer
+        assert waited < 10
+        response = httpx.post(
+            f"{base}/v1/segment", files={"image": ("noise.png", data, "image/png")}, timeout=30
+        )
+        assert response.status_code == 200
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        assert 'reason="upload_timeout"' in metrics and 'status="408"' in metrics
 
 
 @pytest.mark.slow

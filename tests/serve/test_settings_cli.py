@@ -20,6 +20,7 @@ from pixelseg.serve.settings import ServeSettings, api_key_from_env
         ({"max_queue": -3}, "max_queue must be an integer >= 1, got -3"),
         ({"max_wait_ms": float("nan")}, "max_wait_ms must be >= 0"),
         ({"timeout_s": 0}, "timeout_s must be > 0, got 0"),
+        ({"upload_timeout_s": float("nan")}, "upload_timeout_s must be > 0, got nan"),
         ({"port": 70000}, "port must be in 1..65535"),
         ({"max_pixels": 10**9}, f"Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}"),
         ({"window": (32,)}, "window must be two sizes"),

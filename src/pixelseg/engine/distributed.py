@@ -62,6 +62,14 @@ class DistContext:
         torch.distributed.broadcast(flag, src=0, group=self.group)
         return bool(flag.item())
 
+    def any_process(self, value: bool) -> bool:
+        """Whether ``value`` holds on any process (a failure that one process saw)."""
+        if not self.active:
+            return value
+        flag = torch.tensor([1 if value else 0], dtype=torch.int64)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.group)
+        return bool(flag.item())
+
     def share_float(self, value: float) -> float:
         """Rank 0's ``value`` on every process (e.g. the measured training seconds)."""
         if not self.active:

@@ -287,16 +287,21 @@ class Trainer:
         stepped = position % self.train_cfg.accumulate == 0 or position >= self.steps_per_epoch
         no_sync = getattr(self.train_model, "no_sync", None)
         with contextlib.nullcontext() if stepped or no_sync is None else no_sync():
+            problem = None
             try:
                 with autocast_context(self.runtime):
                     output = self.task.forward_train(self.train_model, batch)
                     loss = self.task.loss(output, batch)
                 value = float(loss.detach())
+                if not math.isfinite(value):
+                    problem = f"loss became {value}"
             except NonFiniteError as error:
                 # NaN weights surface as NaN logits, which the model or loss rejects first.
-                raise self._diverged(f"loss became non-finite values ({error})") from None
-            if not math.isfinite(value):
-                raise self._diverged(f"loss became {value}")
+                problem = f"loss became non-finite values ({error})"
+            # Every process stops together: one that raised alone would leave the others
+            # waiting in DDP's gradient all-reduce until dist_timeout_minutes.
+            if self.dist.any_process(problem is not None):
+                raise self._diverged(problem or "another process's loss became non-finite")
             self.scaler.scale(loss / self._window(position)).backward()
         if stepped:
             self._optimizer_step()

@@ -72,7 +72,15 @@ def create_app(settings: ServeSettings, *, runner: ModelRunner | None = None) ->
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="pixelseg", version=package_version(), lifespan=lifespan)
+    # No Swagger UI or ReDoc: FastAPI loads them from a CDN, and the service serves only
+    # its own files. The schema stays at /openapi.json (no data; open like the page).
+    app = FastAPI(
+        title="pixelseg",
+        version=package_version(),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings, app.state.runner = settings, runner
     app.state.batcher, app.state.metrics = batcher, metrics
     install_error_handlers(app, metrics)
@@ -142,7 +150,7 @@ def create_app(settings: ServeSettings, *, runner: ModelRunner | None = None) ->
         request: Request, output_format: OutputFormat, alpha: float, include_mask: bool
     ) -> Response:
         started = request.state.started
-        data, content_type = await read_file_field(request, "image", settings.max_upload_bytes)
+        data, content_type = await read_upload(request)
         check_content_type(content_type, ACCEPTED_CONTENT_TYPES)
         check_size(len(data), settings.max_upload_bytes)
         image = await asyncio.to_thread(
@@ -180,6 +188,22 @@ def create_app(settings: ServeSettings, *, runner: ModelRunner | None = None) ->
             )
 
         return await asyncio.to_thread(render)
+
+    async def read_upload(request: Request) -> tuple[bytes, str | None]:
+        # uvicorn has no timeout for a request body: without this, a client that sends
+        # headers and then stalls holds an admission place for ever.
+        try:
+            return await asyncio.wait_for(
+                read_file_field(request, "image", settings.max_upload_bytes),
+                settings.upload_timeout_s,
+            )
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "upload_timeout",
+                f"the upload did not arrive within upload_timeout_s = "
+                f"{settings.upload_timeout_s:g} s; send the whole body without pausing",
+            ) from None
 
     async def infer(tensor: Any) -> BatchResult:
         try:
@@ -247,5 +271,6 @@ def service_info(settings: ServeSettings, runner: ModelRunner) -> dict[str, Any]
             "max_wait_ms": settings.max_wait_ms,
         },
         "timeout_s": settings.timeout_s,
+        "upload_timeout_s": settings.upload_timeout_s,
         "api_key_required": settings.api_key is not None,
     }

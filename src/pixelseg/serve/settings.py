@@ -33,6 +33,8 @@ class ServeSettings:
     """Settings of ``pixelseg serve``; times in seconds or milliseconds as named.
 
     ``max_queue`` bounds the requests waiting for a forward pass (503 beyond it);
+    ``timeout_s`` bounds the wait for a forward pass and ``upload_timeout_s`` the time the
+    upload's body takes to arrive, so a client that stops sending cannot hold a place;
     ``max_pixels`` is checked from the image header before decoding and may not exceed
     PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``), which would refuse such
     images first with a less useful message.
@@ -45,6 +47,7 @@ class ServeSettings:
     max_wait_ms: float = 10.0
     max_queue: int = 64
     timeout_s: float = 30.0
+    upload_timeout_s: float = 60.0
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     api_key: str | None = field(default=None, repr=False)
@@ -66,8 +69,11 @@ class ServeSettings:
             raise InvalidInputError(
                 f"serve setting max_wait_ms must be >= 0, got {self.max_wait_ms!r}"
             )
-        if not self.timeout_s > 0:
-            raise InvalidInputError(f"serve setting timeout_s must be > 0, got {self.timeout_s!r}")
+        for name in ("timeout_s", "upload_timeout_s"):
+            if not getattr(self, name) > 0:  # also refuses NaN
+                raise InvalidInputError(
+                    f"serve setting {name} must be > 0, got {getattr(self, name)!r}"
+                )
         if not 0 < self.port < 65536:
             raise InvalidInputError(f"serve setting port must be in 1..65535, got {self.port!r}")
         if Image.MAX_IMAGE_PIXELS is not None and self.max_pixels > Image.MAX_IMAGE_PIXELS:
