@@ -39,7 +39,7 @@ format: $(DEV_STAMP)
 PYTEST_WORKERS ?= 2
 
 test: lint
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/metrics.py

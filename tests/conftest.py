@@ -11,8 +11,10 @@ process, about 320 s in two). In a worker:
   cores, and most tests run small tensors. Tests and fixtures that need another thread
   count set it and restore it.
 
-Fixtures that take long to build and are only read (the tiny trained U-Net and its export)
-are built once per run, not once per worker (:func:`built_once`).
+Tests are handed out one at a time (``--dist worksteal``: a worker that runs dry takes
+tests queued for the other), so fixtures of any scope may be needed on both workers; those
+that take long to build and are only read (a trained model, an export, a DDP run) are
+built once per run, not once per worker (:func:`built_once`).
 """
 
 from __future__ import annotations
@@ -98,32 +100,14 @@ def _train_and_export_tiny_unet(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def build_once(tmp_path_factory, worker_id) -> Callable[[str, Callable], dict[str, Path]]:
+    """``build_once(name, build)``: :func:`built_once` for fixtures in test modules."""
+    return lambda name, build: built_once(tmp_path_factory, worker_id, name, build)
+
+
+@pytest.fixture(scope="session")
 def tiny_unet(tmp_path_factory, worker_id) -> dict[str, Path]:
     """``config`` (YAML), ``checkpoint`` (best.pt) and ``model`` (its fp32 ONNX export made
     by ``pixelseg export``, with its sidecar) of the tiny trained U-Net that the export and
     service tests share. Read-only: copy a file before changing it."""
     return built_once(tmp_path_factory, worker_id, "tiny_unet", _train_and_export_tiny_unet)
-
-
-#: Modules of many independent, long tests (an export or a model each, no shared fixture):
-#: spread test by test over the workers. Every other module stays whole on one worker, so
-#: that its module-scoped fixtures are built once.
-SPREAD = {
-    "tests/export/test_export_contract.py",
-    "tests/models/test_models_forward.py",
-    "tests/tasks/test_task_contract.py",
-    "tests/test_shipped_configs.py",
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With xdist (``make test``: ``--dist loadgroup``), each module outside :data:`SPREAD`
-    is one ``xdist_group``. xdist hands out the groups with the most tests first, so the
-    work handed out last is single tests and the two workers finish close together."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    root = config.rootpath
-    for item in items:
-        module = item.path.relative_to(root).as_posix()
-        if module not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(module))

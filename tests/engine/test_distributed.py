@@ -68,13 +68,19 @@ def run_two(run_dir: Path, batch: int, epochs: int = 1) -> None:
     mp.spawn(ranked, args=(2, free_port(), str(run_dir), batch, epochs), nprocs=2, join=True)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ddp")
+def two_runs(base: Path) -> dict[str, Path]:
     run_two(base / "two", batch=2)
-    single = parse_config(raw_config(base / "one", batch=4))
-    metrics, _ = workflows.train(single)
-    return base, metrics
+    metrics, _ = workflows.train(parse_config(raw_config(base / "one", batch=4)))
+    torch.save(metrics, base / "one_metrics.pt")
+    return {"base": base}
+
+
+@pytest.fixture(scope="module")
+def runs(build_once):
+    """Runs on two ranks (batch 2) and on one process (batch 4), made once per test run;
+    each test writes only under names of its own."""
+    base = build_once("ddp_runs", two_runs)["base"]
+    return base, torch.load(base / "one_metrics.pt")
 
 
 def test_two_ranks_step_like_one_process_with_the_global_batch(runs):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -50,10 +51,13 @@ def instance_checkpoint(path, model: str = "maskrcnn", **options):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(build_once):
     """The Mask R-CNN checkpoint, its export through the CLI, and two shapes images of
-    different sizes."""
-    root = tmp_path_factory.mktemp("maskrcnn")
+    different sizes (made once per test run)."""
+    return build_once("maskrcnn_export", export_maskrcnn)
+
+
+def export_maskrcnn(root: Path) -> dict[str, Path]:
     checkpoint = instance_checkpoint(root / "maskrcnn.pt", **OPTIONS)
     model = root / "maskrcnn.onnx"
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model)]) == 0

@@ -5,6 +5,7 @@ volumetric sidecar, and ``predict --model model.onnx`` writing the same NIfTI la
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -53,10 +54,13 @@ def volumetric_checkpoint(path, options: dict | None = None, **volumetric):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(build_once):
     """The checkpoint (flip TTA on, overlap 0.5), its export through the CLI, and two
-    NIfTI phantoms larger than the window."""
-    root = tmp_path_factory.mktemp("volumetric")
+    NIfTI phantoms larger than the window (made once per test run)."""
+    return build_once("volumetric_export", export_volumetric)
+
+
+def export_volumetric(root: Path) -> dict[str, Path]:
     checkpoint = volumetric_checkpoint(root / "unet3d.pt", tta=True, overlap=0.5)
     model = root / "unet3d.onnx"
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model)]) == 0
