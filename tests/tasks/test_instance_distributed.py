@@ -49,31 +49,29 @@ def _environment(rank: int, port: int) -> None:
     )  # fmt: skip
 
 
-def train_rank(rank: int, port: int, run_dir: str) -> None:
+def train_then_eval_rank(rank: int, port: int, run_dir: str, out: str) -> None:
+    """Both jobs in one process group (as a notebook would hold it), saving two process
+    starts: each job uses the group and leaves it."""
     _environment(rank, port)
-    metrics, _ = workflows.train(parse_config(raw_config(Path(run_dir))))
+    torch.distributed.init_process_group("gloo")
+    config = parse_config(raw_config(Path(run_dir)))
+    metrics, _ = workflows.train(config)
     torch.save({k: v for k, v in metrics.items() if isinstance(v, float)},
                Path(run_dir) / f"metrics_rank{rank}.pt")  # fmt: skip
-
-
-def eval_rank(rank: int, port: int, run_dir: str, checkpoint: str, out: str) -> None:
-    _environment(rank, port)
-    workflows.eval_checkpoint(parse_config(raw_config(Path(run_dir))), checkpoint, out)
+    torch.distributed.barrier()  # rank 0 has written last.pt
+    workflows.eval_checkpoint(config, Path(run_dir) / "last.pt", out)
+    torch.distributed.destroy_process_group()
 
 
 def test_two_ranks_train_and_evaluate_like_one(tmp_path):
     run = tmp_path / "ddp"
-    mp.spawn(train_rank, args=(free_port(), str(run)), nprocs=2, join=True)
+    args = (free_port(), str(run), str(tmp_path / "two"))
+    mp.spawn(train_then_eval_rank, args=args, nprocs=2, join=True)
     ranks = [torch.load(run / f"metrics_rank{r}.pt") for r in (0, 1)]
     assert ranks[0] == ranks[1] and "mask_ap" in ranks[0]
 
-    config = parse_config(raw_config(run))
-    single = workflows.eval_checkpoint(config, run / "last.pt", tmp_path / "one")
-    mp.spawn(
-        eval_rank,
-        args=(free_port(), str(run), str(run / "last.pt"), str(tmp_path / "two")),
-        nprocs=2,
-        join=True,
+    single = workflows.eval_checkpoint(
+        parse_config(raw_config(run)), run / "last.pt", tmp_path / "one"
     )
     sharded = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert sharded["num_images"] == single["num_images"] == 5
