@@ -1,7 +1,8 @@
 """Suite-wide settings for parallel runs.
 
-``make test`` runs the suite in two pytest-xdist workers on the 2-core machine (499 s in one
-process, about 320 s in two). In a worker:
+``make test`` runs the suite in two pytest-xdist workers on the 2-core machine (559 s on the
+slowest machine seen, an AVX2-only EPYC where importing pixelseg.workflows takes ~9 s; the
+contract is 10 minutes). In a worker:
 
 - idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``, set before
   torch loads its OpenMP runtime, and inherited by the subprocesses tests start): a
@@ -42,7 +43,7 @@ def built_once(
     (pytest-xdist's recipe for session fixtures). Without xdist it simply builds."""
     if worker_id == "master":
         return build(tmp_path_factory.mktemp(name))
-    from filelock import FileLock
+    from filelock import FileLock  # a dependency of torch
 
     shared = tmp_path_factory.getbasetemp().parent  # one per run, beside the workers' dirs
     root, done = shared / name, shared / f"{name}.json"
