@@ -73,6 +73,19 @@ def test_draw_split_keeps_patients_apart_and_checks_saved_splits():
         draw_split([], data_config(dataset="msd", root="r", group_by="^(p)"), "cases")
 
 
+def test_split_errors_name_where_the_group_pattern_came_from():
+    names = ["0001TP_000010", "0006R0_f00930"]
+    data = data_config(dataset="camvid", root="r", val_groups=["0016E5"])
+    with pytest.raises(DataError) as raised:
+        draw_split(names, data, "files", r"^([^_]+)_")
+    message = str(raised.value)
+    assert "the dataset's own group pattern (data.group_by is unset) '^([^_]+)_'" in message
+    assert "'0016E5'" in message and "0001TP, 0006R0" in message
+    written = data_config(dataset="msd", root="r", group_by="^(x)", val_groups=["x"])
+    with pytest.raises(DataError, match=r"^data\.group_by '\^\(x\)' matches none"):
+        draw_split(["a", "b"], written, "cases")
+
+
 def write_pennfudan(root: Path, stems: list[str]) -> Path:
     (root / "PNGImages").mkdir(parents=True)
     (root / "PedMasks").mkdir()

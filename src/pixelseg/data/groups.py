@@ -45,25 +45,29 @@ def _few(items: Sequence[str]) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > _SHOWN else "")
 
 
-def groups_of(stems: Sequence[str], pattern: str) -> dict[str, list[str]]:
+def groups_of(
+    stems: Sequence[str], pattern: str, source: str = "data.group_by"
+) -> dict[str, list[str]]:
     """Group name -> its stems (sorted), from ``pattern``'s first capture group.
 
     A pattern that is not a valid regular expression or has no capture group, that matches
-    no stem, or that leaves a stem unmatched, is an error naming the pattern and the stem.
+    no stem, or that leaves a stem unmatched, is an error naming the pattern and the stem;
+    ``source`` says where the pattern came from (a dataset's own pattern is not a key the
+    user wrote).
     """
     try:
         regex = re.compile(pattern)
     except re.error as error:
         raise InvalidInputError(
-            f"data.group_by {pattern!r} is not a regular expression: {error}"
+            f"{source} {pattern!r} is not a regular expression: {error}"
         ) from None
     if regex.groups < 1:
         raise InvalidInputError(
-            f"data.group_by {pattern!r} has no capture group; the first group names the "
+            f"{source} {pattern!r} has no capture group; the first group names the "
             "file's group, e.g. '^([^_]+)_'"
         )
     if not stems:
-        raise DataError(f"no files to split by data.group_by {pattern!r}")
+        raise DataError(f"no files to split by {source} {pattern!r}")
     groups: dict[str, list[str]] = {}
     unmatched = []
     for stem in sorted(stems):
@@ -74,12 +78,12 @@ def groups_of(stems: Sequence[str], pattern: str) -> dict[str, list[str]]:
         groups.setdefault(match.group(1), []).append(stem)
     if not groups:
         raise DataError(
-            f"data.group_by {pattern!r} matches none of the {len(stems)} files "
+            f"{source} {pattern!r} matches none of the {len(stems)} files "
             f"(e.g. {_few(sorted(stems)[:3])})"
         )
     if unmatched:
         raise DataError(
-            f"data.group_by {pattern!r} does not match the file {unmatched[0]!r}"
+            f"{source} {pattern!r} does not match the file {unmatched[0]!r}"
             f"{f' (and {len(unmatched) - 1} more)' if len(unmatched) > 1 else ''}; groups "
             f"found: {_few(sorted(groups))}"
         )
@@ -95,6 +99,7 @@ def group_split(
     seed: int = 0,
     num_folds: int | None = None,
     fold: int | None = None,
+    source: str = "data.group_by",
 ) -> GroupSplit:
     """Split ``stems`` into training and validation stems by whole groups.
 
@@ -103,14 +108,15 @@ def group_split(
     the fold with the fewest files so far, so folds hold similar numbers of files) and fold
     ``fold`` validates; otherwise ``round(val_fraction * groups)`` groups (at least one)
     drawn with ``seed`` validate. Either side empty is an error naming the groups.
+    ``source``: where the pattern came from, for messages (:func:`groups_of`).
     """
-    groups = groups_of(stems, pattern)
+    groups = groups_of(stems, pattern, source)
     names = sorted(groups)
     if val_groups is not None:
         unknown = [g for g in val_groups if g not in groups]
         if unknown:
             raise DataError(
-                f"data.val_groups names {', '.join(map(repr, unknown))}, which data.group_by "
+                f"data.val_groups names {', '.join(map(repr, unknown))}, which {source} "
                 f"{pattern!r} does not find; groups found: {_few(names)}"
             )
         chosen, how = sorted(set(val_groups)), f"val_groups {sorted(set(val_groups))}"
@@ -126,7 +132,7 @@ def group_split(
     if not chosen or not train_groups:
         side = "validation" if not chosen else "training"
         raise DataError(
-            f"the split by data.group_by {pattern!r} ({how}) leaves the {side} side empty; "
+            f"the split by {source} {pattern!r} ({how}) leaves the {side} side empty; "
             f"groups found: {_few(names)}"
         )
     return GroupSplit(

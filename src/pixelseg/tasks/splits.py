@@ -40,9 +40,16 @@ def draw_split(
     ``what`` names the items in messages ("images", "cases").
     """
     if splits_by_group(data):
+        if data.group_by is not None:
+            source = "data.group_by"
+        elif pattern is not None:
+            source = "the dataset's own group pattern (data.group_by is unset)"
+        else:
+            source = "the one-group-per-item pattern (data.group_by is unset)"
         split = group_split(
             names,
             data.group_by or pattern or EACH_ITS_OWN_GROUP,
+            source=source,
             val_groups=data.val_groups,
             val_fraction=data.val_fraction,
             seed=data.split_seed,
