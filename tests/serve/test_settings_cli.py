@@ -25,6 +25,8 @@ from pixelseg.serve.settings import ServeSettings, api_key_from_env
         ({"max_pixels": 10**9}, f"Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}"),
         ({"window": (32,)}, "window must be two sizes"),
         ({"api_key": ""}, "api_key is empty"),
+        ({"api_key": "clé-42"}, "api_key must be printable ASCII"),
+        ({"api_key": "key\n"}, "api_key must be printable ASCII"),
     ],
 )
 def test_bad_settings_name_the_setting(options, message):

@@ -91,6 +91,14 @@ class ServeSettings:
             )
         if self.api_key is not None and not self.api_key:
             raise InvalidInputError("serve setting api_key is empty; leave it out for no key")
+        if self.api_key is not None and not (self.api_key.isascii() and self.api_key.isprintable()):
+            # Header values travel as latin-1 bytes and browsers' fetch refuses anything
+            # beyond it, so such a key could never be sent: refuse it here, not per request.
+            raise InvalidInputError(
+                "serve setting api_key must be printable ASCII (it travels in the X-API-Key "
+                "header); generate one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'"
+            )
 
 
 def api_key_from_env(name: str | None) -> str | None:
