@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import albumentations as A
 import cv2
 import numpy as np
 
+from pixelseg._optional import lazy_import
 from pixelseg.errors import InvalidInputError, closest_match, unknown_choice
+
+if TYPE_CHECKING:
+    import albumentations as A
+else:  # loaded when the first op is built: see pixelseg._optional
+    A = lazy_import("albumentations")
 
 __all__ = ["EVAL_KEPT", "INVENTS_PIXELS", "TRANSFORM_NAMES", "build_op", "resize_op"]
 

@@ -16,14 +16,19 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import albumentations as A
 import numpy as np
 import torch
 
+from pixelseg._optional import lazy_import
 from pixelseg.data.augmentations import EVAL_KEPT, TRANSFORM_NAMES, build_op, resize_op
 from pixelseg.errors import InvalidInputError, unknown_choice
+
+if TYPE_CHECKING:
+    import albumentations as A
+else:  # loaded when the first op is built: see pixelseg._optional
+    A = lazy_import("albumentations")
 
 __all__ = [
     "NORMALIZATIONS",
