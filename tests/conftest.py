@@ -1,6 +1,6 @@
 """Suite-wide settings for parallel runs.
 
-``make test`` runs the suite in two pytest-xdist workers on the 2-core machine (559 s on the
+``make test`` runs the suite in two pytest-xdist workers on the 2-core machine (559-577 s on the
 slowest machine seen, an AVX2-only EPYC where importing pixelseg.workflows takes ~9 s; the
 contract is 10 minutes). In a worker:
 
