@@ -75,8 +75,9 @@ def read_response(connection: socket.socket) -> str:
     """One HTTP/1.1 response with a Content-Length, read off a raw socket."""
     received = b""
     while b"\r\n\r\n" not in received:
-        received += connection.recv(65536) or b"!"  # "!": closed early, fail below
-        assert not received.endswith(b"!"), received
+        chunk = connection.recv(65536)
+        assert chunk, received  # closed before the headers were complete
+        received += chunk
     head, body = received.split(b"\r\n\r\n", 1)
     length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:")))  # fmt: skip
